@@ -1,0 +1,1 @@
+//! The calendar call log: iCalendar events, the CalDAV client and the local vdir backend.

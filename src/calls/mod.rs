@@ -1,0 +1,8 @@
+//! Calls: the plain call model that the rules see, and (later) the registry and call flows.
+//!
+//! [`Call`] is the boundary type between the FreeSWITCH side and the rules engine: the call
+//! flows build it from channel data, the rules read it. It knows nothing of the wire.
+
+mod model;
+
+pub use model::{Call, Origin};

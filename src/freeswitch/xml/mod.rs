@@ -1,0 +1,1 @@
+//! mod_xml_curl: the HTTP endpoint and the XML documents it answers with.

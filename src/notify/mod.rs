@@ -1,0 +1,1 @@
+//! Email: building and sending the mails the person receives.

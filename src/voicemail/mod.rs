@@ -1,0 +1,1 @@
+//! Recording intake and speech-to-text.

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per topic.
+mod calls;
+mod esl;
+mod repo;
+mod rules;
+mod sim;
+mod spool;
+mod xml;
