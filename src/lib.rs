@@ -13,6 +13,7 @@
 
 pub mod calendar;
 pub mod calls;
+pub mod cli;
 pub mod contacts;
 pub mod freeswitch;
 pub mod journal;

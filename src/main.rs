@@ -1,8 +1,24 @@
-//! The `patchbay` command: dispatches on the subcommand and turns the result into an exit code.
+//! The `patchbay` command: parses the command line, runs it, turns the result into an exit code.
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use patchbay::cli::{dispatch, Cli};
+
 fn main() -> ExitCode {
-    eprintln!("patchbay: not built yet");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PATCHBAY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("patchbay: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! Contacts: vCard parsing and the phone-number index (E.164, default region).
 
+pub mod number;
+
 use serde::{Deserialize, Serialize};
 
 /// One address-book entry, as the rules and the mails see it.

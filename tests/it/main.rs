@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per topic.
 mod calls;
+mod captures;
 mod esl;
 mod repo;
 mod rules;

@@ -1,0 +1,1 @@
+//! ESL command (to be written).

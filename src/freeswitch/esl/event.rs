@@ -1,0 +1,1 @@
+//! ESL event (to be written).

@@ -1,0 +1,1 @@
+//! ESL frame (to be written).

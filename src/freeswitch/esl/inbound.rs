@@ -1,0 +1,1 @@
+//! ESL inbound (to be written).

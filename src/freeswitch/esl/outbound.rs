@@ -1,0 +1,1 @@
+//! ESL outbound (to be written).

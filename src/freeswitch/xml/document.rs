@@ -1,0 +1,1 @@
+//! mod_xml_curl document (to be written).

@@ -1,0 +1,1 @@
+//! mod_xml_curl endpoint (to be written).

@@ -1,0 +1,1 @@
+//! Integration tests: the FreeSWITCH captures replayed through the decoders and encoders.
