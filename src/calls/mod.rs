@@ -7,5 +7,6 @@
 mod model;
 pub mod outage;
 pub mod registry;
+pub mod story;
 
 pub use model::{Call, Origin};
