@@ -4,9 +4,12 @@
 //! [`Call`] is the boundary type between the FreeSWITCH side and the rules engine: the call
 //! flows build it from channel data, the rules read it. It knows nothing of the wire.
 
+mod control;
+pub mod flow;
 mod model;
 pub mod outage;
 pub mod registry;
 pub mod story;
 
+pub use control::*;
 pub use model::{Call, Origin};
