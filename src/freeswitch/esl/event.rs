@@ -422,7 +422,7 @@ pub enum LinkEvent {
         status: Option<u16>,
         phrase: Option<String>,
     },
-    Channel(ChannelEvent),
+    Channel(Box<ChannelEvent>),
     Heartbeat {
         uptime_msec: Option<u64>,
         session_count: Option<u32>,
@@ -474,7 +474,8 @@ impl LinkEvent {
                 }))
             }
             "CUSTOM" => custom_event(event),
-            _ => Ok(ChannelEvent::from_headers(event)?.map(LinkEvent::Channel)),
+            _ => Ok(ChannelEvent::from_headers(event)?
+                .map(|channel| LinkEvent::Channel(Box::new(channel)))),
         }
     }
 }
