@@ -4,9 +4,14 @@
 //! [`Call`] is the boundary type between the FreeSWITCH side and the rules engine: the call
 //! flows build it from channel data, the rules read it. It knows nothing of the wire.
 
+mod control;
 mod model;
 pub mod outage;
 pub mod registry;
 pub mod story;
 
+pub use control::{
+    BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, ControlFuture,
+    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest,
+};
 pub use model::{Call, Origin};
