@@ -11,5 +11,8 @@ pub mod outage;
 pub mod registry;
 pub mod story;
 
-pub use control::*;
+pub use control::{
+    BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, ControlFuture,
+    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest,
+};
 pub use model::{Call, Origin};

@@ -66,6 +66,11 @@ impl Journal {
         }
     }
 
+    /// The timezone lines are stamped in, for messages that name a time ("since 14:03").
+    pub fn timezone(&self) -> Tz {
+        self.shared.timezone
+    }
+
     /// Never let this value appear in a journal line from now on.
     pub fn hide(&self, secret: &Secret) {
         if secret.expose().len() >= 3 {
