@@ -231,7 +231,7 @@ impl RuleSet {
             let ast = match compile_file(&engine, file) {
                 Ok(ast) => ast,
                 Err(error) => {
-                    errors.push(error);
+                    errors.push(*error);
                     continue;
                 }
             };
@@ -247,7 +247,7 @@ impl RuleSet {
             let ast = match compile_file(&engine, file) {
                 Ok(ast) => ast,
                 Err(error) => {
-                    errors.push(error);
+                    errors.push(*error);
                     continue;
                 }
             };
@@ -373,7 +373,7 @@ fn module_name(path: &str) -> String {
     name.strip_suffix(".rhai").unwrap_or(name).to_owned()
 }
 
-fn compile_file(engine: &Engine, file: &SourceFile) -> Result<AST, LoadError> {
+fn compile_file(engine: &Engine, file: &SourceFile) -> Result<AST, Box<LoadError>> {
     match engine.compile(&file.text) {
         Ok(mut ast) => {
             ast.set_source(file.path.as_str());
@@ -382,14 +382,14 @@ fn compile_file(engine: &Engine, file: &SourceFile) -> Result<AST, LoadError> {
         Err(error) => {
             let message = lower_first(&error.0.to_string());
             let hint = parse_hint(&message);
-            Err(LoadError {
+            Err(Box::new(LoadError {
                 file: file.path.clone(),
                 line: error.1.line(),
                 column: error.1.position(),
                 rule: None,
                 message,
                 hint: Some(hint.into()),
-            })
+            }))
         }
     }
 }
@@ -440,7 +440,13 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn closure(&mut self, at: &At<'_>, function: &FnPtr, rule: Arc<str>, what: String) -> Option<usize> {
+    fn closure(
+        &mut self,
+        at: &At<'_>,
+        function: &FnPtr,
+        rule: Arc<str>,
+        what: String,
+    ) -> Option<usize> {
         let name = function.fn_name();
         let Some(params) = self.arities.get(name) else {
             self.errors.push(at.error(
@@ -489,9 +495,7 @@ impl Builder<'_> {
                 "rule_any" => conditions.rule_any = self.list_section(&at, key, value),
                 "rule_every" => conditions.rule_every = self.list_section(&at, key, value),
                 "except_any" => conditions.except_any = self.list_section(&at, key, value),
-                "rule_greater" => {
-                    conditions.rule_greater = self.number_section(&at, key, value)
-                }
+                "rule_greater" => conditions.rule_greater = self.number_section(&at, key, value),
                 "rule_lesser" => conditions.rule_lesser = self.number_section(&at, key, value),
                 "properties" => properties = self.properties(&at, &id, value),
                 "callback" => match value.clone().try_cast::<FnPtr>() {
@@ -532,7 +536,12 @@ impl Builder<'_> {
         })
     }
 
-    fn section_map<'m>(&mut self, at: &At<'_>, key: &str, value: &'m Dynamic) -> Option<impl std::ops::Deref<Target = Map> + 'm> {
+    fn section_map<'m>(
+        &mut self,
+        at: &At<'_>,
+        key: &str,
+        value: &'m Dynamic,
+    ) -> Option<impl std::ops::Deref<Target = Map> + 'm> {
         let map = value.read_lock::<Map>();
         if map.is_none() {
             self.errors.push(at.error(
@@ -554,7 +563,12 @@ impl Builder<'_> {
         field
     }
 
-    fn single_section(&mut self, at: &At<'_>, key: &str, value: &Dynamic) -> Option<Vec<(Field, RuleValue)>> {
+    fn single_section(
+        &mut self,
+        at: &At<'_>,
+        key: &str,
+        value: &Dynamic,
+    ) -> Option<Vec<(Field, RuleValue)>> {
         let map = self.section_map(at, key, value)?;
         let mut tests = Vec::with_capacity(map.len());
         for (name, value) in map.iter() {
@@ -568,7 +582,12 @@ impl Builder<'_> {
         Some(tests)
     }
 
-    fn list_section(&mut self, at: &At<'_>, key: &str, value: &Dynamic) -> Option<Vec<(Field, Vec<RuleValue>)>> {
+    fn list_section(
+        &mut self,
+        at: &At<'_>,
+        key: &str,
+        value: &Dynamic,
+    ) -> Option<Vec<(Field, Vec<RuleValue>)>> {
         let map = self.section_map(at, key, value)?;
         let mut tests = Vec::with_capacity(map.len());
         for (name, value) in map.iter() {
@@ -619,7 +638,13 @@ impl Builder<'_> {
         tests
     }
 
-    fn rule_value(&mut self, at: &At<'_>, section: &str, field: Field, value: &Dynamic) -> Option<RuleValue> {
+    fn rule_value(
+        &mut self,
+        at: &At<'_>,
+        section: &str,
+        field: Field,
+        value: &Dynamic,
+    ) -> Option<RuleValue> {
         let name = field.name();
         match field {
             Field::TimeInterval => {
@@ -655,11 +680,12 @@ impl Builder<'_> {
                         None => {
                             let hint = nearest(day, RuleValue::weekday_names().iter().copied())
                                 .map(|near| format!("did you mean \"{near}\"?"))
-                                .or_else(|| Some("days are mon, tue, wed, thu, fri, sat, sun".into()));
-                            self.errors.push(at.error(
-                                format!("{section}.weekday: '{day}' is not a day"),
-                                hint,
-                            ));
+                                .or_else(|| {
+                                    Some("days are mon, tue, wed, thu, fri, sat, sun".into())
+                                });
+                            self.errors.push(
+                                at.error(format!("{section}.weekday: '{day}' is not a day"), hint),
+                            );
                             return None;
                         }
                     }

@@ -276,7 +276,11 @@ impl<'a> Evaluation<'a> {
             .clone()
     }
 
-    fn call(&mut self, closure: usize, second: impl FnOnce() -> Dynamic) -> Result<Dynamic, RuleError> {
+    fn call(
+        &mut self,
+        closure: usize,
+        second: impl FnOnce() -> Dynamic,
+    ) -> Result<Dynamic, RuleError> {
         let closure = &self.rules.closures[closure];
         let tag = self.tag();
         let call = self.call_value();
@@ -355,7 +359,8 @@ impl RuleSet {
                 entry.source == source && !entry.fallback
             })
         };
-        let (defaults_matched, repo_matched) = (applies(Source::Defaults), applies(Source::PhoneRepo));
+        let (defaults_matched, repo_matched) =
+            (applies(Source::Defaults), applies(Source::PhoneRepo));
         matched.retain(|&index| {
             let entry = &self.entries[index];
             let shadowed = entry.fallback
@@ -374,7 +379,10 @@ impl RuleSet {
             }
             !shadowed
         });
-        decision.matched = matched.iter().map(|&index| self.entries[index].id.clone()).collect();
+        decision.matched = matched
+            .iter()
+            .map(|&index| self.entries[index].id.clone())
+            .collect();
 
         let mut merged: Vec<(&str, &Prop, usize)> = Vec::with_capacity(16);
         for &index in &matched {
@@ -408,7 +416,9 @@ impl RuleSet {
                 }
             }
         }
-        if let Err(error) = self.resolve_phase(Phase::Delayed, &merged, &mut evaluation, &mut decision) {
+        if let Err(error) =
+            self.resolve_phase(Phase::Delayed, &merged, &mut evaluation, &mut decision)
+        {
             decision.errors.push(error);
             decision.logs = evaluation.take_logs();
             return decision.into_safe_default();
@@ -455,7 +465,10 @@ impl RuleSet {
 
     /// How many `on(event, ...)` handlers there are for `event`.
     pub fn handler_count(&self, event: &str) -> usize {
-        self.handlers.iter().filter(|(name, _)| name == event).count()
+        self.handlers
+            .iter()
+            .filter(|(name, _)| name == event)
+            .count()
     }
 
     /// Runs the handlers of `event` as `f(call, data)`, in file order. Meant to run off the
@@ -501,9 +514,7 @@ impl RuleSet {
         let tag = evaluation.tag();
         let props = props_map(decision);
         script::drive(call_map(call), script, |call_value| {
-            closure
-                .call(self, &tag, &call_value, &props)
-                .map(|_| ())
+            closure.call(self, &tag, &call_value, &props).map(|_| ())
         })
         .map_err(|message| Error::Rule {
             rule: rule.to_string(),
@@ -532,13 +543,22 @@ impl RuleSet {
                 .as_ref()
                 .and_then(|tests| tests.iter().find(|(f, _)| Some(*f) == field))
                 .map(|(_, values)| {
-                    values.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    values
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 })
                 .unwrap_or_default()
         };
         match (unmatched.miss.section, field) {
             (Section::Rule, Some(f)) => {
-                format!("rule: {} is {}, wanted {}", f.name(), found(f), single(&conditions.rule))
+                format!(
+                    "rule: {} is {}, wanted {}",
+                    f.name(),
+                    found(f),
+                    single(&conditions.rule)
+                )
             }
             (Section::RuleOrRuleAny, Some(f)) => format!(
                 "rule: {} is {}, wanted {}; and nothing in rule_any matched",
@@ -597,7 +617,12 @@ impl RuleSet {
                 } else {
                     "less than"
                 };
-                format!("{}: {} is {}, not {relation} {limit}", section.name(), f.name(), found(f))
+                format!(
+                    "{}: {} is {}, not {relation} {limit}",
+                    section.name(),
+                    f.name(),
+                    found(f)
+                )
             }
             (Section::Fallback, _) => format!(
                 "fallback: another {} rule matched",

@@ -86,8 +86,12 @@ fn runtime_error(message: String) -> Box<EvalAltResult> {
     message.into()
 }
 
-fn eval_ctx<'a>(context: &'a NativeCallContext) -> Option<impl std::ops::Deref<Target = Arc<EvalCtx>> + 'a> {
-    context.tag().and_then(|tag| tag.read_lock::<Arc<EvalCtx>>())
+fn eval_ctx<'a>(
+    context: &'a NativeCallContext,
+) -> Option<impl std::ops::Deref<Target = Arc<EvalCtx>> + 'a> {
+    context
+        .tag()
+        .and_then(|tag| tag.read_lock::<Arc<EvalCtx>>())
 }
 
 /// The contact as rules see it (`call.contact`, `contact(number)`).
@@ -101,7 +105,10 @@ pub fn contact_map(contact: &Contact) -> Dynamic {
     );
     map.insert(
         "language".into(),
-        contact.language.clone().map_or(Dynamic::UNIT, Dynamic::from),
+        contact
+            .language
+            .clone()
+            .map_or(Dynamic::UNIT, Dynamic::from),
     );
     map.insert(
         "numbers".into(),
@@ -118,11 +125,11 @@ fn optional(text: Option<&str>) -> Dynamic {
 pub fn call_map(call: &Call) -> Map {
     let mut map = Map::new();
     let time = call.local_time;
-    let groups = call
+    let groups: rhai::Array = call
         .contact
         .as_ref()
         .map(|contact| contact.groups.iter().map(|g| g.clone().into()).collect())
-        .unwrap_or_else(rhai::Array::new);
+        .unwrap_or_default();
     for name in FIELD_NAMES {
         let value = match name {
             "uuid" => call.uuid.clone().into(),
@@ -142,9 +149,7 @@ pub fn call_map(call: &Call) -> Map {
             "busy" => Dynamic::from_bool(call.busy),
             "state" => call.state.clone().into(),
             "hangup_cause" => optional(call.hangup_cause.as_deref()),
-            "time_interval" => {
-                Dynamic::from_int(i64::from(time.hour() * 100 + time.minute()))
-            }
+            "time_interval" => Dynamic::from_int(i64::from(time.hour() * 100 + time.minute())),
             "weekday" => weekday_name(time).into(),
             _ => Dynamic::UNIT,
         };
@@ -351,7 +356,9 @@ pub fn build(
         "greeting",
         |context: NativeCallContext, name: &str| -> Result<Dynamic, Box<EvalAltResult>> {
             let ctx = eval_ctx(&context).ok_or_else(|| {
-                runtime_error("greeting() only works while a call is decided (use it in a closure)".into())
+                runtime_error(
+                    "greeting() only works while a call is decided (use it in a closure)".into(),
+                )
             })?;
             Ok(ctx
                 .resources
@@ -363,7 +370,9 @@ pub fn build(
         "contact",
         |context: NativeCallContext, number: &str| -> Result<Dynamic, Box<EvalAltResult>> {
             let ctx = eval_ctx(&context).ok_or_else(|| {
-                runtime_error("contact() only works while a call is decided (use it in a closure)".into())
+                runtime_error(
+                    "contact() only works while a call is decided (use it in a closure)".into(),
+                )
             })?;
             Ok(ctx
                 .resources

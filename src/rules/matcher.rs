@@ -396,9 +396,7 @@ impl Conditions {
             (None, None) | (Some(None), _) | (_, Some(Some(_))) => {}
             (Some(Some(field)), None) => return miss(Section::Rule, Some(field)),
             (None, Some(None)) => return miss(Section::RuleAny, None),
-            (Some(Some(field)), Some(None)) => {
-                return miss(Section::RuleOrRuleAny, Some(field))
-            }
+            (Some(Some(field)), Some(None)) => return miss(Section::RuleOrRuleAny, Some(field)),
         }
         if let Some(tests) = &self.rule_every {
             for (field, values) in tests {

@@ -163,4 +163,3 @@ impl fmt::Display for LoadError {
         Ok(())
     }
 }
-

@@ -129,7 +129,9 @@ fn validate(pat: &[u8]) -> Result<(), PatternError> {
                 None => return error("pattern ends with '%' (write %% for a literal percent)"),
                 Some(b'b') => {
                     if pat.len() < p + 4 {
-                        return error("missing arguments to '%b' (expected two characters, e.g. %b())");
+                        return error(
+                            "missing arguments to '%b' (expected two characters, e.g. %b())",
+                        );
                     }
                     p += 4;
                     continue;
@@ -523,7 +525,9 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_errors_not_panics() {
-        for bad in ["%", "[abc", "(abc", "abc)", "%b(", "%f%w", "%1", "(a)%2", "[%"] {
+        for bad in [
+            "%", "[abc", "(abc", "abc)", "%b(", "%f%w", "%1", "(a)%2", "[%",
+        ] {
             assert!(Pattern::new(bad).is_err(), "{bad} should be refused");
         }
     }

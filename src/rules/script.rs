@@ -186,7 +186,8 @@ pub(super) fn register(engine: &mut Engine) {
         },
     );
     engine.register_fn("transfer", |call: &mut ScriptCall, extension: &str| {
-        call.ask(Request::Transfer(extension.to_owned())).map(|_| ())
+        call.ask(Request::Transfer(extension.to_owned()))
+            .map(|_| ())
     });
     engine.register_fn("hangup", |call: &mut ScriptCall, cause: &str| {
         call.ask(Request::Hangup(cause.to_owned())).map(|_| ())
@@ -196,10 +197,11 @@ pub(super) fn register(engine: &mut Engine) {
             .map(|_| ())
     });
     engine.register_fn("play_new_voicemails", |call: &mut ScriptCall| {
-        call.ask(Request::PlayNewVoicemails).map(|answer| match answer {
-            Answer::Count(count) => i64::from(count),
-            _ => 0,
-        })
+        call.ask(Request::PlayNewVoicemails)
+            .map(|answer| match answer {
+                Answer::Count(count) => i64::from(count),
+                _ => 0,
+            })
     });
     engine.register_fn("record_greeting", |call: &mut ScriptCall, name: &str| {
         call.ask(Request::RecordGreeting(name.to_owned()))

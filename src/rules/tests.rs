@@ -97,8 +97,14 @@ fn no_conditions_matches_every_call() {
 
 #[test]
 fn rule_every_field_must_match() {
-    assert!(applies(r#"rule: #{ origin: "external", country: "FR" }"#, &call()));
-    assert!(!applies(r#"rule: #{ origin: "external", country: "DE" }"#, &call()));
+    assert!(applies(
+        r#"rule: #{ origin: "external", country: "FR" }"#,
+        &call()
+    ));
+    assert!(!applies(
+        r#"rule: #{ origin: "external", country: "DE" }"#,
+        &call()
+    ));
 }
 
 #[test]
@@ -114,7 +120,10 @@ fn rule_equal_strings_match() {
 #[test]
 fn rule_nil_matches_a_missing_field() {
     assert!(applies("rule: #{ contact: () }", &call()));
-    assert!(!applies("rule: #{ contact: () }", &with(|c| c.contact = Some(alice()))));
+    assert!(!applies(
+        "rule: #{ contact: () }",
+        &with(|c| c.contact = Some(alice()))
+    ));
     assert!(applies("rule: #{ hangup_cause: () }", &call()));
 }
 
@@ -187,9 +196,15 @@ fn rule_any_ignores_false_fields() {
 fn rule_any_true_means_any_truthy_value() {
     assert!(applies("rule_any: #{ country: [true] }", &call()));
     assert!(!applies("rule_any: #{ location: [true] }", &call()));
-    assert!(applies("rule_any: #{ contact: [true] }", &with(|c| c.contact = Some(alice()))));
+    assert!(applies(
+        "rule_any: #{ contact: [true] }",
+        &with(|c| c.contact = Some(alice()))
+    ));
     assert!(!applies("rule_any: #{ contact: [true] }", &call()));
-    assert!(applies("rule_any: #{ device_count: [true] }", &with(|c| c.device_count = 0)));
+    assert!(applies(
+        "rule_any: #{ device_count: [true] }",
+        &with(|c| c.device_count = 0)
+    ));
 }
 
 #[test]
@@ -224,19 +239,31 @@ fn rule_every_is_anded_with_rule() {
 #[test]
 fn except_blocks_when_all_fields_match() {
     assert!(!applies(r#"except: #{ country: "FR" }"#, &call()));
-    assert!(applies(r#"except: #{ country: "FR", busy: true }"#, &call()));
+    assert!(applies(
+        r#"except: #{ country: "FR", busy: true }"#,
+        &call()
+    ));
 }
 
 #[test]
 fn empty_except_matches_everything_so_entry_never_applies() {
     assert!(!applies("except: #{}", &call()));
-    assert!(!applies(r#"rule: #{ origin: "external" }, except: #{}"#, &call()));
+    assert!(!applies(
+        r#"rule: #{ origin: "external" }, except: #{}"#,
+        &call()
+    ));
 }
 
 #[test]
 fn except_any_blocks_when_any_field_matches() {
-    assert!(!applies(r#"except_any: #{ country: ["CA", "FR"] }"#, &call()));
-    assert!(applies(r#"except_any: #{ country: ["CA", "US"] }"#, &call()));
+    assert!(!applies(
+        r#"except_any: #{ country: ["CA", "FR"] }"#,
+        &call()
+    ));
+    assert!(applies(
+        r#"except_any: #{ country: ["CA", "US"] }"#,
+        &call()
+    ));
 }
 
 #[test]
@@ -263,7 +290,10 @@ fn no_string_number_coercion() {
     assert!(!applies(r#"rule: #{ device_count: "2" }"#, &call()));
     let numeric = with(|c| c.destination_number = "1000".into());
     assert!(!applies("rule: #{ destination_number: 1000 }", &numeric));
-    assert!(applies(r#"rule: #{ destination_number: "1000" }"#, &numeric));
+    assert!(applies(
+        r#"rule: #{ destination_number: "1000" }"#,
+        &numeric
+    ));
 }
 
 #[test]
@@ -335,7 +365,10 @@ fn malformed_pattern_is_a_load_error_with_file_rule_and_pattern() {
     let errors = compile_errors(r#"rule(#{ id: "bad", rule: #{ peer_number: "[0-9" } });"#);
     assert_eq!(errors.len(), 1);
     let text = errors[0].to_string();
-    assert!(text.starts_with("rules/10-test.rhai:1:1: rule 'bad':"), "{text}");
+    assert!(
+        text.starts_with("rules/10-test.rhai:1:1: rule 'bad':"),
+        "{text}"
+    );
     assert!(text.contains("\"[0-9\""), "{text}");
     assert!(text.contains("missing ']'"), "{text}");
 }
@@ -346,7 +379,10 @@ fn array_field_matches_if_any_element_matches() {
     assert!(applies(r#"rule: #{ contact_groups: "friends" }"#, &known));
     assert!(applies(r#"rule: #{ contact_groups: "^fam" }"#, &known));
     assert!(!applies(r#"rule: #{ contact_groups: "work" }"#, &known));
-    assert!(applies(r#"rule_any: #{ contact_groups: ["work", "family"] }"#, &known));
+    assert!(applies(
+        r#"rule_any: #{ contact_groups: ["work", "family"] }"#,
+        &known
+    ));
     assert!(!applies(r#"rule: #{ contact_groups: "friends" }"#, &call()));
 }
 
@@ -363,11 +399,16 @@ fn rule_greater_and_lesser_compare_numbers() {
 
 #[test]
 fn rule_greater_on_a_missing_field_is_an_error_and_no_match() {
-    let decision = decide(r#"rule(#{ id: "t", rule_greater: #{ hangup_cause: 1 } });"#, &call());
+    let decision = decide(
+        r#"rule(#{ id: "t", rule_greater: #{ hangup_cause: 1 } });"#,
+        &call(),
+    );
     assert!(decision.matched.is_empty());
     assert_eq!(decision.errors.len(), 1);
     assert_eq!(decision.errors[0].rule, "t");
-    assert!(decision.errors[0].message.contains("hangup_cause is missing"));
+    assert!(decision.errors[0]
+        .message
+        .contains("hangup_cause is missing"));
     assert!(!decision.safe_default);
 }
 
@@ -397,8 +438,14 @@ fn busy_is_a_field() {
 
 #[test]
 fn device_count_in_rule_greater_and_lesser() {
-    assert!(applies("rule: #{ device_count: 0 }", &with(|c| c.device_count = 0)));
-    assert!(applies("rule_lesser: #{ device_count: 1 }", &with(|c| c.device_count = 0)));
+    assert!(applies(
+        "rule: #{ device_count: 0 }",
+        &with(|c| c.device_count = 0)
+    ));
+    assert!(applies(
+        "rule_lesser: #{ device_count: 1 }",
+        &with(|c| c.device_count = 0)
+    ));
 }
 
 fn night(hour: u32, minute: u32) -> bool {
@@ -433,8 +480,9 @@ fn time_interval_within_one_day() {
 
 #[test]
 fn time_interval_must_be_well_formed() {
-    let errors =
-        compile_errors(r#"rule(#{ id: "t", rule: #{ time_interval: #{ begins: 2260, ends: 700 } } });"#);
+    let errors = compile_errors(
+        r#"rule(#{ id: "t", rule: #{ time_interval: #{ begins: 2260, ends: 700 } } });"#,
+    );
     assert!(errors[0].message.contains("time_interval"));
 }
 
@@ -442,7 +490,10 @@ fn time_interval_must_be_well_formed() {
 fn weekday_matches_the_local_weekday() {
     assert!(applies(r#"rule: #{ weekday: ["tue", "wed"] }"#, &call()));
     assert!(!applies(r#"rule: #{ weekday: ["sat", "sun"] }"#, &call()));
-    assert!(applies(r#"rule_any: #{ weekday: ["sat", "tue"] }"#, &call()));
+    assert!(applies(
+        r#"rule_any: #{ weekday: ["sat", "tue"] }"#,
+        &call()
+    ));
 }
 
 #[test]
@@ -495,7 +546,10 @@ fn every_call_field_can_be_matched() {
         r#"state: "ringing""#,
         r#"hangup_cause: "NORMAL""#,
     ] {
-        assert!(applies(&format!("rule: #{{ {condition} }}"), &known), "{condition}");
+        assert!(
+            applies(&format!("rule: #{{ {condition} }}"), &known),
+            "{condition}"
+        );
     }
 }
 
@@ -507,13 +561,19 @@ fn peer_name_falls_back_to_caller_id_name() {
 #[test]
 fn language_is_the_contacts_else_from_country() {
     assert!(applies(r#"rule: #{ language: "fr" }"#, &call()));
-    assert!(applies(r#"rule: #{ language: "de" }"#, &with(|c| c.contact = Some(alice()))));
+    assert!(applies(
+        r#"rule: #{ language: "de" }"#,
+        &with(|c| c.contact = Some(alice()))
+    ));
     let quebec = with(|c| {
         c.country = Some("CA".into());
         c.location = Some("CA-QC".into());
     });
     assert!(applies(r#"rule: #{ language: "fr" }"#, &quebec));
-    assert!(applies(r#"rule: #{ language: "en" }"#, &with(|c| c.country = Some("US".into()))));
+    assert!(applies(
+        r#"rule: #{ language: "en" }"#,
+        &with(|c| c.country = Some("US".into()))
+    ));
 }
 
 // --- rule map checks ------------------------------------------------------------------------
@@ -605,7 +665,10 @@ rule(#{ id: "night_filter" });
 remove_rule("night_filtre");
 "#,
     );
-    assert_eq!(errors[0].hint.as_deref(), Some("did you mean remove_rule(\"night_filter\")?"));
+    assert_eq!(
+        errors[0].hint.as_deref(),
+        Some("did you mean remove_rule(\"night_filter\")?")
+    );
 }
 
 #[test]
@@ -620,8 +683,14 @@ rule(#{ id: "mine", rule: #{ origin: "external" }, properties: #{ record: false 
     let night_call = with(|c| c.local_time = at(23, 30));
     let decision = set.decide(&night_call, &resources());
     assert!(!decision.decline(), "night filter removed");
-    assert!(!decision.record(), "user rule wins over the default record: true");
-    assert!(decision.matched.iter().any(|id| &**id == "external_ring_all"));
+    assert!(
+        !decision.record(),
+        "user rule wins over the default record: true"
+    );
+    assert!(decision
+        .matched
+        .iter()
+        .any(|id| &**id == "external_ring_all"));
 }
 
 #[test]
@@ -674,7 +743,10 @@ fn properties_land_in_their_phase() {
         &call(),
     );
     assert_eq!(decision.early.get("language"), Some(&Value::from("fr")));
-    assert_eq!(decision.normal.get("voicemail"), Some(&Value::from("v.wav")));
+    assert_eq!(
+        decision.normal.get("voicemail"),
+        Some(&Value::from("v.wav"))
+    );
     assert_eq!(decision.normal.get("mood"), Some(&Value::from("calm")));
     assert_eq!(decision.delayed.get("record"), Some(&Value::Bool(true)));
 }
@@ -775,14 +847,20 @@ fn endless_loop_is_stopped_by_the_budget_and_names_the_rule() {
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
     assert!(decision.safe_default);
     let error = decision.errors[0].to_string();
-    assert!(error.starts_with("rule 'spinner': property voicemail:"), "{error}");
+    assert!(
+        error.starts_with("rule 'spinner': property voicemail:"),
+        "{error}"
+    );
     assert!(error.contains("too many operations"), "{error}");
 }
 
 #[test]
 fn endless_loop_at_the_top_level_is_a_load_error() {
     let errors = compile_errors("loop {}");
-    assert!(errors[0].message.contains("too many operations"), "{errors:?}");
+    assert!(
+        errors[0].message.contains("too many operations"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -806,7 +884,10 @@ fn modules_come_from_rules_lib() {
     let set = RuleSet::compile_only(&[rules, module], &RuleSettings::default()).expect("compiles");
     assert_eq!(set.rule_ids().collect::<Vec<_>>(), ["a"]);
     let decision = set.decide(&call(), &resources());
-    assert_eq!(decision.bridge_to(), BridgeTo::Targets(vec!["+15145550111".into()]));
+    assert_eq!(
+        decision.bridge_to(),
+        BridgeTo::Targets(vec!["+15145550111".into()])
+    );
 }
 
 #[test]
@@ -814,7 +895,10 @@ fn now_comes_from_the_injected_clock() {
     let set = compile(r#"rule(#{ id: "a", properties: #{ stamp: |call| now().text } });"#)
         .with_clock(Arc::new(FixedClock(at(23, 45))));
     let decision = set.decide(&call(), &resources());
-    assert_eq!(decision.get("stamp"), Some(&Value::from("2026-12-01 23:45")));
+    assert_eq!(
+        decision.get("stamp"),
+        Some(&Value::from("2026-12-01 23:45"))
+    );
 }
 
 struct Greetings;
@@ -840,13 +924,17 @@ fn greeting_and_contact_use_the_resources() {
     );
     let resources: SharedResources = Arc::new(Greetings);
     let decision = set.decide(&call(), &resources);
-    assert_eq!(decision.voicemail_greeting(), Some("/greetings/wave_fr.wav"));
+    assert_eq!(
+        decision.voicemail_greeting(),
+        Some("/greetings/wave_fr.wav")
+    );
     assert_eq!(decision.caller_id(), Some("Alice Martin"));
 }
 
 #[test]
 fn property_types_are_checked_at_load() {
-    let errors = compile_errors(r#"rule(#{ id: "t", properties: #{ decline: "yes", dialplan: "menu" } });"#);
+    let errors =
+        compile_errors(r#"rule(#{ id: "t", properties: #{ decline: "yes", dialplan: "menu" } });"#);
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
 

@@ -91,7 +91,9 @@ impl Value {
             Value::Int(number) => Dynamic::from_int(*number),
             Value::Float(number) => Dynamic::from_float(*number),
             Value::Str(text) => Dynamic::from(text.clone()),
-            Value::Array(items) => Dynamic::from_array(items.iter().map(Value::to_dynamic).collect()),
+            Value::Array(items) => {
+                Dynamic::from_array(items.iter().map(Value::to_dynamic).collect())
+            }
             Value::Map(map) => Dynamic::from_map(
                 map.iter()
                     .map(|(key, item)| (key.as_str().into(), item.to_dynamic()))
