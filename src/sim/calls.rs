@@ -94,7 +94,6 @@ pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-#[allow(dead_code)] // TEMP: the call flows land in the next commit
 impl Channel {
     /// Creates a channel and registers it; returns it with the receiver of its controls.
     pub(crate) fn create(
@@ -185,6 +184,7 @@ impl Channel {
         calling: (&str, &str, u32),
         with_vars: bool,
         extra_first: &[(&str, &str)],
+        extra_last: &[(&str, &str)],
     ) -> Event {
         let mut event = inner.new_event(name, None, calling);
         for (n, v) in extra_first {
@@ -233,6 +233,9 @@ impl Channel {
                 event.push(format!("variable_{n}"), v.as_str());
             }
         }
+        for (n, v) in extra_last {
+            event.push(*n, *v);
+        }
         event
     }
 
@@ -247,7 +250,7 @@ impl Channel {
             let data = lock_mutex(&self.data);
             push_profile(&mut event, "Channel", &self.uuid, &data);
         }
-        let full = self.event(inner, "CHANNEL_DATA", ("", "", 0), true, &[]);
+        let full = self.event(inner, "CHANNEL_DATA", ("", "", 0), true, &[], &[]);
         // Skip the core headers of the second event: only its channel part is wanted.
         let channel_part = full
             .headers()
@@ -374,6 +377,7 @@ pub(crate) fn bridge_existing(inner: &Inner, a: &Arc<Channel>, b: &Arc<Channel>)
         ("switch_ivr_bridge.c", "uuid_bridge", 1),
         true,
         &ids,
+        &[],
     );
     inner.emit(event);
 }

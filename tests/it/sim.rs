@@ -501,3 +501,354 @@ async fn sendevent_reaches_subscribers_with_its_body() {
     assert_eq!(event.header("X-Who"), Some("me"));
     assert_eq!(event.body(), Some(&b"hello"[..]));
 }
+
+/// The application side of an outbound socket, as patchbay plays it: raw bytes in and out.
+struct App {
+    client: Client,
+}
+
+impl App {
+    /// Accepts the simulator's connection and does the `connect` handshake.
+    async fn accept(listener: &tokio::net::TcpListener) -> (App, Frame) {
+        let (stream, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .expect("no call reached the socket")
+            .unwrap();
+        let mut client = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        client.send("connect\n\n").await;
+        let reply = client.frame().await;
+        (App { client }, reply)
+    }
+
+    /// Sends a sendmsg execute with an Event-UUID and waits for its EXECUTE_COMPLETE,
+    /// returning every event seen on the way (the completion last).
+    async fn execute(&mut self, uuid: &str, app: &str, arg: &str) -> Vec<Frame> {
+        let event_uuid = uuid::Uuid::new_v4().to_string();
+        let arg_line = if arg.is_empty() {
+            String::new()
+        } else {
+            format!("execute-app-arg: {arg}\n")
+        };
+        self.client
+            .send(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: {app}\n{arg_line}event-lock: true\nEvent-UUID: {event_uuid}\n\n"))
+            .await;
+        let mut seen = Vec::new();
+        let mut got_ok = false;
+        loop {
+            let frame = self.client.frame().await;
+            if frame.content_type() == Some("command/reply") {
+                assert_eq!(frame.header("Reply-Text"), Some("+OK"));
+                got_ok = true;
+                continue;
+            }
+            let event = decode_plain(frame);
+            let done = event.header("Event-Name") == Some("CHANNEL_EXECUTE_COMPLETE")
+                && event.header("Application-UUID") == Some(event_uuid.as_str());
+            seen.push(event);
+            if done {
+                assert!(
+                    got_ok,
+                    "EXECUTE_COMPLETE came before the +OK of the sendmsg"
+                );
+                return seen;
+            }
+        }
+    }
+}
+
+fn decode_plain(frame: Frame) -> Frame {
+    assert_eq!(frame.content_type(), Some("text/event-plain"), "{frame:?}");
+    let body = frame.into_body().unwrap_or_default();
+    let (event, _) = Frame::parse(&body).unwrap().unwrap();
+    let mut decoded = Frame::new();
+    for (name, value) in event.headers() {
+        decoded.push_header(name.as_str(), frame::url_decode(value).into_owned());
+    }
+    decoded
+}
+
+fn names(events: &[Frame]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.header("Event-Name").unwrap_or("").to_owned())
+        .collect()
+}
+
+async fn outbound_sim(extra: impl FnOnce(&mut Config)) -> (Sim, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = fast_config();
+    config.static_socket = Some(listener.local_addr().unwrap().to_string());
+    config.time_scale = 0.02;
+    extra(&mut config);
+    (Sim::start(config).await.unwrap(), listener)
+}
+
+#[tokio::test]
+async fn outbound_call_answer_playback_record_hangup_with_application_uuids() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip_path = dir.path().join("caller.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&clip_path, spec).unwrap();
+    for i in 0..16_000 {
+        writer
+            .write_sample(((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    writer.finalize().unwrap();
+
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let mut watcher = Client::authed(&sim).await;
+    watcher
+        .command("event plain CHANNEL_CREATE CHANNEL_ANSWER CHANNEL_DESTROY")
+        .await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "+41441234567".into(),
+        caller_name: "Zoë <Z>".into(),
+        to: "+33123456789".into(),
+        audio: Some(clip_path.clone()),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    // The connect reply: channel data first, the reply headers last, values URL-encoded.
+    let headers = reply.headers();
+    let last: Vec<&str> = headers[headers.len() - 4..]
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        last,
+        ["Content-Type", "Reply-Text", "Socket-Mode", "Control"]
+    );
+    assert_eq!(reply.header("Reply-Text"), Some("%2BOK%0A"));
+    assert_eq!(reply.header("Event-Name"), Some("CHANNEL_DATA"));
+    assert_eq!(
+        reply.header("Caller-Caller-ID-Name"),
+        Some("Zo%C3%AB%20%3CZ%3E")
+    );
+    assert_eq!(
+        reply.header("Caller-Destination-Number"),
+        Some("%2B33123456789")
+    );
+    assert_eq!(reply.body(), None);
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    assert_eq!(uuid, call.uuid);
+
+    assert_eq!(app.client.command("myevents").await, "+OK Events Enabled");
+    assert_eq!(
+        app.client.command("linger 5").await,
+        "+OK will linger 5 seconds"
+    );
+    let answer = app.execute(&uuid, "answer", "").await;
+    assert_eq!(
+        names(&answer),
+        [
+            "CHANNEL_EXECUTE",
+            "CHANNEL_PROGRESS_MEDIA",
+            "CHANNEL_ANSWER",
+            "CHANNEL_EXECUTE_COMPLETE"
+        ]
+    );
+
+    let playback = app
+        .execute(&uuid, "playback", "tone_stream://%(1000,0,440)")
+        .await;
+    assert_eq!(
+        playback.last().unwrap().header("Application-Response"),
+        Some("FILE PLAYED")
+    );
+    let missing = app
+        .execute(&uuid, "playback", "/nowhere/greeting.wav")
+        .await;
+    assert_eq!(
+        missing.last().unwrap().header("Application-Response"),
+        Some("FILE NOT FOUND")
+    );
+
+    let recording = dir.path().join("vm").join("message.wav");
+    let record = app
+        .execute(&uuid, "record", &format!("{} 5 200 1", recording.display()))
+        .await;
+    let done = record.last().unwrap();
+    assert_eq!(done.header("Application-Response"), Some("_none_"));
+    // 2 s of speech then 1 s of silence stops the recording: 3 s.
+    assert_eq!(done.header("variable_record_ms"), Some("3000"));
+    let reader = hound::WavReader::open(&recording).unwrap();
+    assert_eq!(
+        reader.spec(),
+        hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int
+        }
+    );
+    assert_eq!(reader.duration(), 24_000);
+    let samples: Vec<i16> = reader.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        samples[..16_000].iter().any(|s| s.abs() > 4000),
+        "the caller's audio is missing"
+    );
+    assert!(samples[16_000..].iter().all(|s| *s == 0));
+
+    let hangup = app.execute(&uuid, "hangup", "NORMAL_CLEARING").await;
+    let tail = names(&hangup);
+    assert_eq!(
+        tail[..3],
+        [
+            "CHANNEL_EXECUTE",
+            "CHANNEL_HANGUP",
+            "CHANNEL_EXECUTE_COMPLETE"
+        ]
+    );
+    let mut rest = Vec::new();
+    let linger = loop {
+        let frame = app.client.frame().await;
+        if frame.content_type() == Some("text/disconnect-notice") {
+            break frame;
+        }
+        rest.push(decode_plain(frame));
+    };
+    assert_eq!(
+        names(&rest),
+        [
+            "CHANNEL_UNPARK",
+            "CHANNEL_EXECUTE_COMPLETE",
+            "CHANNEL_STATE",
+            "CHANNEL_STATE",
+            "CHANNEL_HANGUP_COMPLETE"
+        ]
+    );
+    assert_eq!(rest[1].header("Application"), Some("socket"));
+    assert_eq!(linger.header("Content-Disposition"), Some("linger"));
+    assert_eq!(linger.header("Linger-Time"), Some("5"));
+    assert_eq!(
+        linger.header("Controlled-Session-UUID"),
+        Some(uuid.as_str())
+    );
+    let goodbye = app.client.frame().await;
+    assert_eq!(goodbye.header("Content-Disposition"), Some("disconnect"));
+    assert_eq!(goodbye.body(), Some(frame::GOODBYE));
+    assert!(
+        app.client.closed().await,
+        "CHANNEL_DESTROY or more came on the outbound socket"
+    );
+
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    assert!(summary.answered);
+    assert_eq!(summary.recordings, vec![recording]);
+    // Inbound listeners see the whole life, DESTROY included.
+    let seen: Vec<String> = [
+        watcher.event().await,
+        watcher.event().await,
+        watcher.event().await,
+    ]
+    .iter()
+    .map(|e| e.header("Event-Name").unwrap().to_owned())
+    .collect();
+    assert_eq!(
+        seen,
+        ["CHANNEL_CREATE", "CHANNEL_ANSWER", "CHANNEL_DESTROY"]
+    );
+    let log = sim.log().entries();
+    assert!(log
+        .iter()
+        .any(|e| matches!(e, Entry::Command { line, .. } if *line == format!("sendmsg {uuid}"))));
+}
+
+#[tokio::test]
+async fn caller_hangup_during_playback_gives_playback_error_after_hangup() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "100".into(),
+        to: "200".into(),
+        hangup_after: Some(3.0),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.client.command("linger").await;
+    app.execute(&uuid, "answer", "").await;
+    let events = app
+        .execute(&uuid, "playback", "tone_stream://%(1000,0,440);loops=20")
+        .await;
+    let order = names(&events);
+    let hangup = order
+        .iter()
+        .position(|n| n == "CHANNEL_HANGUP")
+        .expect("no CHANNEL_HANGUP");
+    assert_eq!(hangup, order.len() - 2, "{order:?}");
+    assert_eq!(
+        events.last().unwrap().header("Application-Response"),
+        Some("PLAYBACK ERROR")
+    );
+    let linger = loop {
+        let frame = app.client.frame().await;
+        if frame.content_type() == Some("text/disconnect-notice") {
+            break frame;
+        }
+    };
+    assert_eq!(linger.header("Linger-Time"), Some("-1"));
+    // Lingering forever: the session stays until the application says exit.
+    assert_eq!(app.client.command("exit").await, "+OK bye");
+    let goodbye = app.client.frame().await;
+    assert_eq!(goodbye.header("Content-Disposition"), Some("disconnect"));
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+}
+
+#[tokio::test]
+async fn digits_from_the_scenario_and_unknown_session_ids() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        dtmf: "42".into(),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.execute(&uuid, "answer", "").await;
+    let events = app
+        .execute(
+            &uuid,
+            "play_and_get_digits",
+            "1 2 1 5000 # silence_stream://250 silence_stream://250 choice \\d+",
+        )
+        .await;
+    assert_eq!(names(&events).iter().filter(|n| *n == "DTMF").count(), 2);
+    assert_eq!(events.last().unwrap().header("variable_choice"), Some("42"));
+    assert_eq!(app.client.command("getvar choice").await, "42");
+    assert_eq!(
+        app.client
+            .command("sendmsg 00000000-0000-0000-0000-000000000000\ncall-command: hangup")
+            .await,
+        "-ERR invalid session id [00000000-0000-0000-0000-000000000000]"
+    );
+    app.client
+        .send(&format!(
+            "sendmsg {uuid}\ncall-command: hangup\nhangup-cause: CALL_REJECTED\n\n"
+        ))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "CALL_REJECTED");
+}
