@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use patchbay::freeswitch::esl::frame::{self, Frame};
-use patchbay::sim::{Config, Entry, Faults, Sim};
+use patchbay::sim::scenario::{Behaviour, Device};
+use patchbay::sim::{Config, Entry, Faults, Scenario, Sim};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -851,4 +852,504 @@ async fn digits_from_the_scenario_and_unknown_session_ids() {
         .unwrap()
         .unwrap();
     assert_eq!(summary.hangup_cause, "CALL_REJECTED");
+}
+
+fn device(
+    extension: &str,
+    behaviour: Behaviour,
+    answer_after: f64,
+    hangup_after: Option<f64>,
+) -> Device {
+    Device {
+        extension: extension.into(),
+        password: format!("pw{extension}"),
+        behaviour,
+        answer_after,
+        hangup_after,
+        register: true,
+    }
+}
+
+async fn bridge_sim(devices: Vec<Device>) -> (Sim, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = Config {
+        static_socket: Some(listener.local_addr().unwrap().to_string()),
+        time_scale: 0.02,
+        ..fast_config()
+    };
+    let scenario = Scenario {
+        devices,
+        ..Scenario::default()
+    };
+    let sim = Sim::start_with(config, scenario.clone()).await.unwrap();
+    for device in scenario
+        .devices
+        .iter()
+        .filter(|d| d.behaviour != Behaviour::Unregistered)
+    {
+        sim.register(&device.extension, &device.password)
+            .await
+            .unwrap();
+    }
+    (sim, listener)
+}
+
+async fn answered_call(
+    sim: &Sim,
+    listener: &tokio::net::TcpListener,
+) -> (App, String, patchbay::sim::CallHandle) {
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "+15551230000".into(),
+        to: "+33123456789".into(),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.client.command("linger 1").await;
+    (app, uuid, call)
+}
+
+#[tokio::test]
+async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
+    let (sim, listener) = bridge_sim(vec![
+        device("1000", Behaviour::Answer, 1.0, Some(2.0)),
+        device("1001", Behaviour::NoAnswer, 1.0, None),
+    ])
+    .await;
+    let mut watcher = Client::authed(&sim).await;
+    watcher.command("event plain ALL").await;
+    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let events = app
+        .execute(&uuid, "bridge", "user/1000@127.0.0.1,user/1001@127.0.0.1")
+        .await;
+    let order = names(&events);
+    assert_eq!(
+        order,
+        [
+            "CHANNEL_EXECUTE",
+            "CHANNEL_PROGRESS_MEDIA",
+            "CHANNEL_ANSWER",
+            "CHANNEL_BRIDGE",
+            "CHANNEL_UNBRIDGE",
+            "CHANNEL_EXECUTE_COMPLETE"
+        ],
+        "only the A leg's events reach the outbound socket"
+    );
+    let bridge = &events[3];
+    assert_eq!(bridge.header("Bridge-A-Unique-ID"), Some(uuid.as_str()));
+    let b_uuid = bridge.header("Bridge-B-Unique-ID").unwrap().to_owned();
+    assert_eq!(bridge.header("Other-Leg-Destination-Number"), Some("1000"));
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.bridged_to.as_deref(), Some("1000"));
+
+    // The inbound listener saw both B legs: OUTGOING twice before CREATE, the loser's LOSE_RACE.
+    let mut per_leg: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    loop {
+        let event = watcher.event().await;
+        let name = event.header("Event-Name").unwrap().to_owned();
+        let id = event.header("Unique-ID").unwrap_or("").to_owned();
+        let cause = event.header("Hangup-Cause").unwrap_or("").to_owned();
+        let done = name == "CHANNEL_DESTROY" && id == uuid;
+        per_leg.entry(id).or_default().push((name, cause));
+        if done {
+            break;
+        }
+    }
+    let loser = per_leg
+        .iter()
+        .find(|(id, evs)| {
+            **id != uuid && **id != b_uuid && evs.iter().any(|(n, _)| n == "CHANNEL_OUTGOING")
+        })
+        .map(|(_, evs)| evs.clone())
+        .expect("no events for the losing leg");
+    let loser_names: Vec<&str> = loser.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        loser_names[..5],
+        [
+            "CHANNEL_OUTGOING",
+            "CHANNEL_OUTGOING",
+            "CHANNEL_STATE",
+            "CHANNEL_CREATE",
+            "CHANNEL_ORIGINATE"
+        ]
+    );
+    assert!(
+        loser
+            .iter()
+            .any(|(n, c)| n == "CHANNEL_HANGUP" && c == "LOSE_RACE"),
+        "{loser:?}"
+    );
+    let winner: Vec<&str> = per_leg[&b_uuid].iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        winner.contains(&"CHANNEL_ANSWER") && winner.contains(&"CHANNEL_DESTROY"),
+        "{winner:?}"
+    );
+    let log = sim.log().entries();
+    assert!(log.contains(&Entry::DeviceLostRace {
+        device: "1001".into(),
+        call: "+15551230000".into()
+    }));
+    assert!(log.contains(&Entry::DeviceAnswered {
+        device: "1000".into(),
+        call: "+15551230000".into()
+    }));
+}
+
+#[tokio::test]
+async fn bridge_timeout_fails_with_no_answer_unless_continue_on_fail() {
+    let (sim, listener) = bridge_sim(vec![
+        device("1000", Behaviour::NoAnswer, 1.0, None),
+        device("1001", Behaviour::NoAnswer, 1.0, None),
+    ])
+    .await;
+    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    app.execute(&uuid, "set", "call_timeout=3").await;
+    app.execute(&uuid, "set", "continue_on_fail=NO_ANSWER,USER_BUSY")
+        .await;
+    let events = app.execute(&uuid, "bridge", "user/1000,user/1001").await;
+    let done = events.last().unwrap();
+    assert_eq!(
+        done.header("variable_originate_disposition"),
+        Some("NO_ANSWER")
+    );
+    assert!(!names(&events).contains(&"CHANNEL_HANGUP".to_owned()));
+    // Without continue_on_fail the A leg is hung up with the cause.
+    app.execute(&uuid, "set", "continue_on_fail=false").await;
+    app.client.command(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: user/1000\nEvent-UUID: last")).await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NO_ANSWER");
+}
+
+#[tokio::test]
+async fn bridge_to_busy_and_unregistered_devices_fails_with_their_cause() {
+    let (sim, listener) = bridge_sim(vec![
+        device("1000", Behaviour::Busy, 1.0, None),
+        device("1001", Behaviour::Unregistered, 1.0, None),
+    ])
+    .await;
+    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    app.client.command(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: user/1001,user/1000\nEvent-UUID: b1")).await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "USER_NOT_REGISTERED");
+    let log = sim.log().entries();
+    assert!(log.contains(&Entry::DeviceBusy {
+        device: "1000".into(),
+        call: "+15551230000".into()
+    }));
+    assert!(!log
+        .iter()
+        .any(|e| matches!(e, Entry::DeviceRang { device, .. } if device == "1001")));
+}
+
+/// A small mod_xml_curl endpoint for the tests: records every POST body and answers
+/// directory lookups for user 1000 and dialplan lookups with a `socket` action.
+struct XmlEndpoint {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for XmlEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn xml_endpoint(
+    user_params: &'static str,
+    socket: String,
+    basic: Option<&'static str>,
+) -> XmlEndpoint {
+    use axum::{http::HeaderMap, routing::post, Router};
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    let app = Router::new().route(
+        "/fsapi",
+        post(move |headers: HeaderMap, body: String| {
+            let seen = seen.clone();
+            let socket = socket.clone();
+            async move {
+                if let Some(expected) = basic {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if auth != expected {
+                        return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+                    }
+                }
+                seen.lock().unwrap().push(body.clone());
+                let not_found = r#"<document type="freeswitch/xml"><section name="result"><result status="not found"/></section></document>"#;
+                let xml = if body.contains("section=directory") && body.contains("&user=1000&") {
+                    format!(
+                        r#"<document type="freeswitch/xml"><section name="directory"><domain name="127.0.0.1"><users><user id="1000"><params>{user_params}</params><variables><variable name="effective_caller_id_name" value="Desk &amp; co"/><variable name="user_context" value="default"/></variables></user></users></domain></section></document>"#
+                    )
+                } else if body.contains("section=dialplan") {
+                    format!(
+                        r#"<document type="freeswitch/xml"><section name="dialplan"><context name="public"><extension name="patchbay"><condition field="destination_number" expression="^.*$"><action application="socket" data="{socket} async full"/></condition></extension></context></section></document>"#
+                    )
+                } else {
+                    not_found.to_owned()
+                };
+                (axum::http::StatusCode::OK, xml)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/fsapi", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    XmlEndpoint { url, bodies, task }
+}
+
+fn form_names(body: &str) -> Vec<String> {
+    body.split('&')
+        .map(|p| p.split('=').next().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn capture_form_names(index: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(format!(
+        "{}/xml-curl-requests.txt",
+        super::captures::FIXTURES
+    ))
+    .unwrap();
+    let body = text
+        .split("--- body ---\n")
+        .nth(index + 1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    form_names(body)
+}
+
+#[tokio::test]
+async fn register_checks_the_directory_password_like_freeswitch() {
+    let endpoint = xml_endpoint(
+        r#"<param name="password" value="s3cret&amp;"/>"#,
+        String::new(),
+        None,
+    )
+    .await;
+    let config = Config {
+        xml_url: Some(endpoint.url.clone()),
+        ..fast_config()
+    };
+    let sim = Sim::start(config).await.unwrap();
+    let mut watcher = Client::authed(&sim).await;
+    watcher
+        .command("event plain CUSTOM sofia::register sofia::register_failure sofia::unregister")
+        .await;
+
+    sim.register("1000", "s3cret&").await.unwrap();
+    assert!(sim.is_registered("1000"));
+    let event = watcher.event().await;
+    assert_eq!(event.header("Event-Subclass"), Some("sofia::register"));
+    assert_eq!(event.header("from-user"), Some("1000"));
+    assert_eq!(event.header("status"), Some("Registered(UDP)"));
+    assert_eq!(event.header("effective_caller_id_name"), Some("Desk & co"));
+    // The POST has exactly the fields FreeSWITCH sends for a REGISTER (action=sip_auth).
+    let body = endpoint.bodies.lock().unwrap()[0].clone();
+    assert_eq!(form_names(&body), capture_form_names(0));
+    assert!(
+        body.contains("&action=sip_auth&sip_profile=internal&"),
+        "{body}"
+    );
+
+    let err = sim.register("1000", "wrong").await.unwrap_err();
+    assert!(err.to_string().contains("wrong password"), "{err}");
+    assert_eq!(
+        watcher.event().await.header("Event-Subclass"),
+        Some("sofia::register_failure")
+    );
+    let err = sim.register("2000", "whatever").await.unwrap_err();
+    assert!(err.to_string().contains("no such user"), "{err}");
+    assert_eq!(watcher.event().await.header("to-user"), Some("2000"));
+
+    assert!(sim.unregister("1000"));
+    assert_eq!(
+        watcher.event().await.header("Event-Subclass"),
+        Some("sofia::unregister")
+    );
+    assert!(!sim.is_registered("1000"));
+}
+
+#[tokio::test]
+async fn register_accepts_an_a1_hash_and_sends_basic_auth() {
+    // md5("1000:127.0.0.1:pass1000")
+    let hash = format!("{:x}", md5::compute("1000:127.0.0.1:pass1000"));
+    let params: &'static str =
+        Box::leak(format!(r#"<param name="a1-hash" value="{hash}"/>"#).into_boxed_str());
+    // "fs:xmlpass" in base64
+    let endpoint = xml_endpoint(params, String::new(), Some("Basic ZnM6eG1scGFzcw==")).await;
+    let config = Config {
+        xml_url: Some(endpoint.url.clone()),
+        xml_credentials: Some(("fs".into(), patchbay::settings::Secret::new("xmlpass"))),
+        ..fast_config()
+    };
+    let sim = Sim::start(config).await.unwrap();
+    sim.register("1000", "pass1000").await.unwrap();
+    assert!(sim.register("1000", "pass1001").await.is_err());
+
+    let no_auth = Sim::start(Config {
+        xml_url: Some(endpoint.url.clone()),
+        ..fast_config()
+    })
+    .await
+    .unwrap();
+    let err = no_auth.register("1000", "pass1000").await.unwrap_err();
+    assert!(err.to_string().contains("HTTP error 401"), "{err}");
+}
+
+#[tokio::test]
+async fn dialplan_lookup_routes_the_call_to_the_socket_it_names() {
+    let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = app_listener.local_addr().unwrap().to_string();
+    let endpoint = xml_endpoint("", socket, None).await;
+    let config = Config {
+        xml_url: Some(endpoint.url.clone()),
+        time_scale: 0.02,
+        ..fast_config()
+    };
+    let sim = Sim::start(config).await.unwrap();
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "+4144".into(),
+        to: "+33123".into(),
+        hangup_after: Some(1.0),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&app_listener).await;
+    assert_eq!(reply.header("Caller-Destination-Number"), Some("%2B33123"));
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "ORIGINATOR_CANCEL");
+    assert!(app.client.closed().await);
+    let body = endpoint.bodies.lock().unwrap()[0].clone();
+    assert!(body.starts_with("hostname=fsim&section=dialplan&tag_name=&key_name=&key_value=&Event-Name=REQUEST_PARAMS&"), "{body}");
+    for field in [
+        "Caller-Destination-Number=%2B33123",
+        "Hunt-Destination-Number=%2B33123",
+        "Hunt-Context=public",
+        "variable_sip_req_user=%2B33123",
+        "Unique-ID=",
+    ] {
+        assert!(body.contains(field), "{field} missing from {body}");
+    }
+}
+
+#[tokio::test]
+async fn gateways_walk_through_their_registration_states() {
+    let sim = Sim::start(Config {
+        time_scale: 0.01,
+        ..fast_config()
+    })
+    .await
+    .unwrap();
+    let mut watcher = Client::authed(&sim).await;
+    watcher
+        .command("event plain CUSTOM sofia::gateway_state sofia::gateway_add sofia::gateway_delete")
+        .await;
+    let gateway = |name: &str, registrar| patchbay::sim::scenario::Gateway {
+        name: name.into(),
+        registrar,
+        proxy: "127.0.0.1:5090".into(),
+        expire_seconds: 30.0,
+        retry_seconds: 10.0,
+        timeout_seconds: 6.0,
+        max_cycles: 2,
+    };
+    sim.start_gateway(gateway("good", patchbay::sim::scenario::Registrar::Ok));
+    let mut states = Vec::new();
+    while states.len() < 6 {
+        let e = watcher.event().await;
+        let state = e.header("State").unwrap_or("");
+        states.push(format!(
+            "{}:{}{}",
+            e.header("Event-Subclass").unwrap(),
+            state,
+            e.header("Status")
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default()
+        ));
+    }
+    assert_eq!(
+        states,
+        [
+            "sofia::gateway_add:",
+            "sofia::gateway_state:TRYING",
+            "sofia::gateway_state:REGISTER/200",
+            "sofia::gateway_state:REGED",
+            "sofia::gateway_state:REGISTER/200",
+            "sofia::gateway_state:REGED"
+        ]
+    );
+    let mut status_client = Client::authed(&sim).await;
+    let status = status_client.api("sofia status gateway good").await;
+    assert!(
+        status.contains("State   \tREGED\nStatus  \tUP\n"),
+        "{status}"
+    );
+    let xml = status_client.api("sofia xmlstatus gateway good").await;
+    assert!(
+        xml.contains("<from>&lt;sip:good@127.0.0.1:5090&gt;</from>"),
+        "{xml}"
+    );
+    assert!(sim.kill_gateway("good"));
+    loop {
+        let e = watcher.event().await;
+        if e.header("Event-Subclass") == Some("sofia::gateway_delete") {
+            break;
+        }
+    }
+
+    sim.start_gateway(gateway("bad", patchbay::sim::scenario::Registrar::Fail));
+    sim.start_gateway(gateway(
+        "silent",
+        patchbay::sim::scenario::Registrar::Timeout,
+    ));
+    let mut bad = Vec::new();
+    let mut silent = Vec::new();
+    while bad.len() < 7 || silent.len() < 6 {
+        let e = watcher.event().await;
+        let state = e.header("State").unwrap_or("add").to_owned();
+        match e.header("Gateway") {
+            Some("bad") => bad.push(state),
+            Some("silent") => silent.push(state),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        bad[..7],
+        [
+            "add",
+            "TRYING",
+            "FAILED",
+            "FAIL_WAIT",
+            "UNREGED",
+            "TRYING",
+            "FAILED"
+        ]
+    );
+    assert_eq!(
+        silent[..6],
+        ["add", "TRYING", "TIMEOUT", "FAILED", "FAIL_WAIT", "UNREGED"]
+    );
+    assert_eq!(
+        sim.gateway_state("bad").as_deref().map(|s| s != "REGED"),
+        Some(true)
+    );
 }
