@@ -1353,3 +1353,58 @@ async fn gateways_walk_through_their_registration_states() {
         Some(true)
     );
 }
+
+#[tokio::test]
+async fn the_client_library_understands_the_simulator() {
+    use freeswitch_esl_tokio::{EslClient, EventFormat};
+    let sim = Sim::start(fast_config()).await.unwrap();
+    let addr = sim.esl_addr();
+    for format in [EventFormat::Plain, EventFormat::Json] {
+        let (client, mut events) = EslClient::connect("127.0.0.1", addr.port(), "ClueCon")
+            .await
+            .unwrap();
+        client
+            .subscribe_events_raw(format, "CHANNEL_ANSWER BACKGROUND_JOB")
+            .await
+            .unwrap();
+        let status = client.api("status").await.unwrap();
+        assert!(status.body().unwrap().starts_with("UP 0 years"));
+        let tricky = "Zoë <z> & \"q\" ]]> 100% %41\nline2";
+        let mut event = sim.new_event("CHANNEL_ANSWER");
+        event
+            .push("Unique-ID", "u-1")
+            .push("Caller-Caller-ID-Name", tricky)
+            .push("variable_DP_MATCH", "ARRAY::a|:b");
+        sim.emit(event.clone());
+        let got = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for (name, value) in event.headers() {
+            let theirs = got
+                .header_str(name)
+                .unwrap_or_else(|| panic!("{format:?}: {name} missing"));
+            if name == "variable_DP_MATCH" {
+                assert!(
+                    theirs == "ARRAY::a|:b" || theirs == "[\"a\",\"b\"]",
+                    "{format:?}: {theirs}"
+                );
+            } else if name == "Caller-Caller-ID-Name" && format == EventFormat::Plain {
+                // The lossy-% rule: "%41" is sent unencoded, so it decodes to "A".
+                assert_eq!(theirs, tricky.replace("%41", "A"), "{format:?}");
+            } else {
+                assert_eq!(theirs, value, "{format:?}: {name}");
+            }
+        }
+        let reply = client.bgapi("create_uuid").await.unwrap();
+        let job = reply.job_uuid().unwrap().to_owned();
+        let done = tokio::time::timeout(WAIT, events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.header_str("Job-UUID"), Some(job.as_str()));
+        assert_eq!(done.body().map(str::len), Some(36));
+    }
+}
