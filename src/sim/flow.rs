@@ -308,7 +308,15 @@ impl Leg {
             }
         }
         // FreeSWITCH falls back to its static XML dialplan.
-        let socket = self.inner.config().static_socket.clone()?;
+        let Some(socket) = self.inner.config().static_socket.clone() else {
+            self.inner.log().push(Entry::XmlCurl {
+                section: "dialplan".into(),
+                outcome: format!(
+                    "no route for {destination} (no xml endpoint answer, no static socket)"
+                ),
+            });
+            return None;
+        };
         Some(vec![("socket".to_owned(), format!("{socket} async full"))])
     }
 

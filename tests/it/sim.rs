@@ -1408,3 +1408,60 @@ async fn the_client_library_understands_the_simulator() {
         assert_eq!(done.body().map(str::len), Some(36));
     }
 }
+
+#[test]
+fn the_demo_scenario_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scenarios/demo.toml");
+    let scenario = Scenario::load(&path).unwrap();
+    assert!(scenario.devices.len() >= 2);
+    assert!(!scenario.gateways.is_empty());
+    assert!(!scenario.calls.is_empty());
+    assert!(scenario.calls.iter().all(|c| !c.to.is_empty()));
+}
+
+#[tokio::test]
+async fn a_scenario_registers_its_devices_and_places_its_calls() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = Config {
+        static_socket: Some(listener.local_addr().unwrap().to_string()),
+        time_scale: 0.01,
+        ..fast_config()
+    };
+    let scenario = Scenario::parse(
+        r#"
+        [[device]]
+        extension = "1000"
+        [[gateway]]
+        name = "did1"
+        [[call]]
+        from = "+41441234567"
+        to = "+33123456789"
+        at = 1.0
+        hangup_after = 2.0
+        "#,
+        "inline.toml",
+    )
+    .unwrap();
+    let sim = Sim::start_with(config, scenario).await.unwrap();
+    sim.run_scenario();
+    let (mut app, reply) = App::accept(&listener).await;
+    assert_eq!(
+        reply.header("Caller-Caller-ID-Number"),
+        Some("%2B41441234567")
+    );
+    assert!(app.client.closed().await);
+    assert!(sim.is_registered("1000"));
+    let ended = sim
+        .log()
+        .wait_for(WAIT, |e| matches!(e, Entry::CallEnded { .. }))
+        .await;
+    assert!(matches!(ended, Some(Entry::CallEnded { cause, .. }) if cause == "ORIGINATOR_CANCEL"));
+    let reged = sim
+        .log()
+        .wait_for(
+            WAIT,
+            |e| matches!(e, Entry::GatewayState { state, .. } if state == "REGED"),
+        )
+        .await;
+    assert!(reged.is_some());
+}
