@@ -211,6 +211,8 @@ impl Session {
         let mut hangup_rx = self.channel.as_ref().map(|c| c.hangup_signal());
         let mut linger_deadline: Option<tokio::time::Instant> = None;
         let mut linger_forever = false;
+        // The peer sent bytes that can never be a frame: no goodbye, just close.
+        let mut broken = false;
         loop {
             let stall = self.inner.faults().stall_delivery;
             tokio::select! {
@@ -238,9 +240,10 @@ impl Session {
                         Ok(Some(frame)) => frame,
                         Ok(None) => break,
                         Err(err) => {
-                            log_conn_error(&self.inner, id, &err);
-                            self.inner.remove_listener(id);
-                            return;
+                            tracing::warn!("fsim: ESL connection {id} dropped: {err}");
+                            self.inner.log().push(Entry::ConnectionError { conn: id, error: err.to_string() });
+                            broken = true;
+                            break;
                         }
                     };
                     log_command(&self.inner, id, &frame);
@@ -277,7 +280,7 @@ impl Session {
         self.inner.remove_listener(id);
         if let Some(channel) = self.channel.clone() {
             let how = *stop.borrow();
-            if how != Stop::Abrupt {
+            if how != Stop::Abrupt && !broken {
                 self.flush_queued().await;
                 let notice = Frame::disconnect_notice(Some(channel.uuid()), frame::GOODBYE);
                 let _ = self.conn.write(&notice.to_wire()).await;

@@ -1465,3 +1465,83 @@ async fn a_scenario_registers_its_devices_and_places_its_calls() {
         .await;
     assert!(reged.is_some());
 }
+
+#[tokio::test]
+async fn events_wait_while_an_api_command_runs() {
+    let (sim, _listener) =
+        bridge_sim(vec![device("1000", Behaviour::Answer, 2.0, Some(1.0))]).await;
+    let mut client = Client::authed(&sim).await;
+    client.command("event plain CUSTOM test::during").await;
+    client.send("api originate user/1000 &park()\n\n").await;
+    // Emitted while the originate is still ringing (40 ms of scaled ringing).
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut during = sim.new_event("CUSTOM");
+    during.set("Event-Subclass", "test::during");
+    sim.emit(during);
+    let first = client.frame().await;
+    assert_eq!(
+        first.content_type(),
+        Some("api/response"),
+        "an event overtook the api reply"
+    );
+    let output = String::from_utf8(first.body().unwrap().to_vec()).unwrap();
+    assert!(output.starts_with("+OK "), "{output}");
+    assert_eq!(
+        client.event().await.header("Event-Subclass"),
+        Some("test::during")
+    );
+    let uuid = output.trim().trim_start_matches("+OK ").to_owned();
+    let rows: serde_json::Value =
+        serde_json::from_str(&client.api("show channels as json").await).unwrap();
+    assert_eq!(rows["row_count"], 1);
+    assert_eq!(rows["rows"][0]["uuid"], uuid.as_str());
+    assert_eq!(client.api(&format!("uuid_kill {uuid}")).await, "+OK\n");
+}
+
+#[tokio::test]
+async fn garbage_on_an_outbound_socket_ends_only_that_call() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let doomed = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        ..Default::default()
+    });
+    let (mut bad, _) = App::accept(&listener).await;
+    bad.client
+        .send_bytes(b"myevents\nContent-Length: 12\xff\n\n")
+        .await;
+    assert!(bad.client.closed().await);
+    let summary = tokio::time::timeout(WAIT, doomed.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    let error = sim
+        .log()
+        .wait_for(WAIT, |e| matches!(e, Entry::ConnectionError { .. }))
+        .await;
+    assert!(error.is_some());
+
+    let fine = sim.place_call(patchbay::sim::scenario::Call {
+        from: "3".into(),
+        to: "4".into(),
+        ..Default::default()
+    });
+    let (mut good, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    assert_eq!(good.client.command("myevents").await, "+OK Events Enabled");
+    good.execute(&uuid, "answer", "").await;
+    good.client
+        .send(&format!(
+            "sendmsg {uuid}\ncall-command: hangup\nhangup-cause: USER_BUSY\n\n"
+        ))
+        .await;
+    assert_eq!(
+        tokio::time::timeout(WAIT, fine.finished())
+            .await
+            .unwrap()
+            .unwrap()
+            .hangup_cause,
+        "USER_BUSY"
+    );
+}
