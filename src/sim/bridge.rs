@@ -193,6 +193,10 @@ pub(crate) fn hangup_leg(inner: &Inner, channel: &Channel, cause: &str, disposit
     if channel.is_down() {
         return;
     }
+    if channel.has_crashed() {
+        channel.mark_down();
+        return;
+    }
     channel.with_data(|d| {
         d.hangup_cause = Some(cause.to_owned());
         d.hangup_us = now_us();

@@ -87,6 +87,8 @@ pub struct Channel {
     down: watch::Sender<bool>,
     /// Set when the outbound socket controlling the channel is closed.
     socket_gone: AtomicBool,
+    /// The simulator was killed: the channel vanishes without a single event.
+    crashed: AtomicBool,
     socket_notify: Notify,
 }
 
@@ -109,6 +111,7 @@ impl Channel {
             control_tx,
             down,
             socket_gone: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
             socket_notify: Notify::new(),
         });
         lock_mutex(&inner.channels).insert(uuid, Arc::clone(&channel));
@@ -143,6 +146,17 @@ impl Channel {
 
     pub(crate) fn is_down(&self) -> bool {
         *self.down.borrow()
+    }
+
+    /// Marks the channel as lost in a crash and wakes its task, which then ends silently.
+    pub(crate) fn crash(&self) {
+        self.crashed.store(true, Ordering::Relaxed);
+        let _ = self.control_tx.send(Control::Kill("CRASH".into()));
+        self.socket_closed();
+    }
+
+    pub(crate) fn has_crashed(&self) -> bool {
+        self.crashed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn socket_closed(&self) {

@@ -863,6 +863,15 @@ impl Leg {
         if self.channel.is_down() {
             return;
         }
+        if self.channel.has_crashed() {
+            self.summary.hangup_cause = "CRASH".to_owned();
+            self.channel.mark_down();
+            self.inner.log().push(Entry::CallEnded {
+                call: self.channel.uuid().to_owned(),
+                cause: "CRASH".to_owned(),
+            });
+            return;
+        }
         let (cause, disposition) = match interrupt {
             Interrupt::CallerHangup => {
                 let answered = self.channel.with_data(|d| d.answered_us != 0);
@@ -886,6 +895,15 @@ impl Leg {
         running: Option<(&str, &str, &str, &str)>,
     ) {
         if self.channel.is_down() {
+            return;
+        }
+        if self.channel.has_crashed() {
+            self.summary.hangup_cause = "CRASH".to_owned();
+            self.channel.mark_down();
+            self.inner.log().push(Entry::CallEnded {
+                call: self.channel.uuid().to_owned(),
+                cause: "CRASH".to_owned(),
+            });
             return;
         }
         let q850 = q850(cause);

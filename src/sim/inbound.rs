@@ -384,7 +384,10 @@ impl Session {
             "api" => {
                 let (cmd, args) = split_word(rest);
                 let owner = self.channel.as_ref().map(|c| c.uuid().to_owned());
-                let output = api::execute(&self.inner, cmd, args, owner.as_deref()).await;
+                let mut output = api::execute(&self.inner, cmd, args, owner.as_deref()).await;
+                if output.is_empty() {
+                    output = "-ERR no reply\n".to_owned();
+                }
                 self.conn.reply(&Frame::api_response(output)).await?;
                 Ok(Flow::Continue)
             }

@@ -253,6 +253,13 @@ impl Sim {
             let _ = server.stop.send(how);
         }
         lock(&self.inner.listeners).clear();
+        if how == Stop::Abrupt {
+            // A crashed FreeSWITCH takes its calls with it, without hangup events.
+            let channels: Vec<_> = lock(&self.inner.channels).drain().map(|(_, c)| c).collect();
+            for channel in channels {
+                channel.crash();
+            }
+        }
     }
 
     /// Listens again on the address used before, so clients reconnect to the same place.

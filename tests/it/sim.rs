@@ -1545,3 +1545,32 @@ async fn garbage_on_an_outbound_socket_ends_only_that_call() {
         "USER_BUSY"
     );
 }
+
+#[tokio::test]
+async fn killing_the_simulator_drops_its_calls_and_a_restart_starts_clean() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        ..Default::default()
+    });
+    let (mut app, _) = App::accept(&listener).await;
+    app.client.command("myevents").await;
+    sim.kill();
+    // No hangup events and no goodbye: the socket just closes.
+    assert!(app.client.try_frame().await.is_none());
+    assert_eq!(
+        tokio::time::timeout(WAIT, call.finished())
+            .await
+            .unwrap()
+            .unwrap()
+            .hangup_cause,
+        "CRASH"
+    );
+    sim.restart().await.unwrap();
+    let mut client = Client::authed(&sim).await;
+    assert_eq!(
+        client.api("show channels as json").await,
+        "{\"row_count\":0}"
+    );
+}
