@@ -24,8 +24,24 @@ use freeswitch_esl_tokio::EslClient;
 use patchbay::freeswitch::esl::frame::{self, Frame};
 use patchbay::sim::{Event, Format};
 
-/// Where the FreeSWITCH 1.10.12 captures live.
-pub const FIXTURES: &str = "/work/shared/fixtures/freeswitch";
+/// Where the FreeSWITCH 1.10.12 captures live: `PATCHBAY_FIXTURES`, a copy vendored in
+/// tests/fixtures/freeswitch, or the shared folder next to the worktrees.
+pub fn fixtures() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        std::env::var_os("PATCHBAY_FIXTURES").map(std::path::PathBuf::from),
+        Some(manifest.join("tests/fixtures/freeswitch")),
+        Some(manifest.join("../../shared/fixtures/freeswitch")),
+        Some(std::path::PathBuf::from("/work/shared/fixtures/freeswitch")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("README.txt").is_file())
+        .unwrap_or_else(|| {
+            panic!("FreeSWITCH captures not found: set PATCHBAY_FIXTURES to their folder")
+        })
+}
 
 /// The byte-exact raw streams from FreeSWITCH (the annotated .txt files of set 2 are covered by
 /// their .raw twins; esl-probe-status-and-subscribe.txt is printed, not byte-exact).
@@ -50,7 +66,8 @@ const APP_STREAMS: &[&str] = &[
 ];
 
 fn read(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{FIXTURES}/{name}")).unwrap_or_else(|err| panic!("{name}: {err}"))
+    let path = fixtures().join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
 }
 
 /// Splits a stream into frames, each with the exact bytes it took.

@@ -1120,11 +1120,8 @@ fn form_names(body: &str) -> Vec<String> {
 }
 
 fn capture_form_names(index: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(format!(
-        "{}/xml-curl-requests.txt",
-        super::captures::FIXTURES
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(super::captures::fixtures().join("xml-curl-requests.txt")).unwrap();
     let body = text
         .split("--- body ---\n")
         .nth(index + 1)
