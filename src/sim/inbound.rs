@@ -154,9 +154,17 @@ fn log_conn_error(inner: &Inner, conn: u64, err: &super::conn::ConnError) {
 }
 
 fn log_command(inner: &Inner, conn: u64, frame: &Frame) {
+    let line = frame.command().unwrap_or("");
+    // The password never reaches the log.
+    let (word, _) = split_word(line.trim());
+    let line = if word.eq_ignore_ascii_case("auth") || word.eq_ignore_ascii_case("userauth") {
+        format!("{word} ***")
+    } else {
+        line.to_owned()
+    };
     inner.log().push(Entry::Command {
         conn,
-        line: frame.command().unwrap_or("").to_owned(),
+        line,
         headers: frame.headers().to_vec(),
         body: frame.body().map(<[u8]>::to_vec),
     });

@@ -108,10 +108,13 @@ pub(crate) async fn register(
         ] {
             form.param(name, value);
         }
-        let checked = check_directory(
-            inner, form, extension, &domain, &nonce, &cnonce, &ha2, &response,
-        )
-        .await;
+        let digest = Digest {
+            nonce: &nonce,
+            cnonce: &cnonce,
+            ha2: &ha2,
+            response: &response,
+        };
+        let checked = check_directory(inner, form, extension, &domain, &digest).await;
         match checked {
             Ok(variables) => variables,
             Err(err) => {
@@ -146,16 +149,22 @@ pub(crate) async fn register(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The digest values of one REGISTER attempt (qop=auth, nc=00000001).
+struct Digest<'a> {
+    nonce: &'a str,
+    cnonce: &'a str,
+    ha2: &'a str,
+    response: &'a str,
+}
+
+/// Asks the directory for the user and checks the digest as sofia does; returns the user's
+/// variables.
 async fn check_directory(
     inner: &Arc<Inner>,
     form: Form,
     extension: &str,
     domain: &str,
-    nonce: &str,
-    cnonce: &str,
-    ha2: &str,
-    response: &str,
+    digest: &Digest<'_>,
 ) -> Result<Vec<(String, String)>, RegisterError> {
     let user = extension.to_owned();
     let answer = xml_curl::post(inner, form).await;
@@ -185,8 +194,14 @@ async fn check_directory(
         (None, Some(password)) => md5_hex(&format!("{extension}:{domain}:{password}")),
         (None, None) => return Err(RegisterError::NoPassword { user }),
     };
+    let Digest {
+        nonce,
+        cnonce,
+        ha2,
+        response,
+    } = digest;
     let expected = md5_hex(&format!("{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}"));
-    if expected != response {
+    if expected != *response {
         return Err(RegisterError::WrongPassword { user });
     }
     Ok(found.variables)

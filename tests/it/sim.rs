@@ -156,6 +156,12 @@ async fn auth_accepts_the_password_and_refuses_commands_before_it() {
     assert_eq!(notice.content_type(), Some("text/disconnect-notice"));
     assert_eq!(notice.body(), Some(frame::GOODBYE));
     assert!(wrong.closed().await);
+    // The password never reaches the observable log.
+    let log = format!("{:?}", sim.log().entries());
+    assert!(
+        log.contains("auth ***") && !log.contains("ClueCon"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
