@@ -6,6 +6,7 @@
 
 mod control;
 pub mod flow;
+pub mod link;
 mod model;
 pub mod outage;
 pub mod registry;

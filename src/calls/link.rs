@@ -1,0 +1,273 @@
+//! What the inbound ESL link reports, applied to the live picture: device registrations and
+//! gateway states go into the [`Registry`], failures become outage incidents, and the person
+//! reads one journal line per thing that changed (not one per retry).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::outage::{Change, Outages, Subject};
+use super::registry::{Health, Registry};
+use super::session::Clock;
+use crate::freeswitch::esl::event::{GatewayState, LinkEvent};
+use crate::journal::Journal;
+
+/// Applies link events as they come.
+pub struct LinkWatcher {
+    registry: Arc<Registry>,
+    outages: Arc<Mutex<Outages>>,
+    journal: Journal,
+    clock: Clock,
+}
+
+fn health(state: GatewayState) -> Health {
+    if state.is_up() {
+        Health::Up
+    } else if state.is_down() {
+        Health::Down
+    } else {
+        Health::Transient
+    }
+}
+
+impl LinkWatcher {
+    pub fn new(
+        registry: Arc<Registry>,
+        outages: Arc<Mutex<Outages>>,
+        journal: Journal,
+        clock: Clock,
+    ) -> LinkWatcher {
+        LinkWatcher {
+            registry,
+            outages,
+            journal,
+            clock,
+        }
+    }
+
+    /// Applies events until the link's channel closes.
+    pub async fn run(self, mut events: mpsc::Receiver<LinkEvent>) {
+        while let Some(event) = events.recv().await {
+            self.apply(&event);
+        }
+    }
+
+    fn outages(&self) -> std::sync::MutexGuard<'_, Outages> {
+        self.outages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn ended(&self, subject: &Subject) {
+        let change = self.outages().up(subject, (self.clock)());
+        if let Some(change) = change {
+            self.journal.write(change.journal_line());
+        }
+    }
+
+    /// Applies one event.
+    pub fn apply(&self, event: &LinkEvent) {
+        let now = (self.clock)();
+        match event {
+            LinkEvent::DeviceRegistered(registration) => {
+                let new = self.registry.device_registered(
+                    &registration.user,
+                    registration.contact.as_deref().unwrap_or(""),
+                    registration.network_ip.as_deref().unwrap_or(""),
+                    registration.expires.unwrap_or(3600),
+                    now,
+                );
+                self.ended(&Subject::Device(registration.user.clone()));
+                if new {
+                    self.journal.write(format!(
+                        "device {} registered from {}",
+                        registration.user,
+                        registration
+                            .network_ip
+                            .as_deref()
+                            .unwrap_or("an unknown address")
+                    ));
+                }
+            }
+            LinkEvent::DeviceUnregistered(registration) => {
+                if self.registry.device_gone(&registration.user).is_some() {
+                    self.journal
+                        .write(format!("device {} signed off", registration.user));
+                }
+            }
+            LinkEvent::DeviceExpired(registration) => {
+                self.registry.device_gone(&registration.user);
+                let change = self.outages().down(
+                    Subject::Device(registration.user.clone()),
+                    "its registration expired without a refresh",
+                    now,
+                );
+                if let Change::Began(_) = change {
+                    self.journal.write(change.journal_line());
+                }
+            }
+            LinkEvent::GatewayState {
+                gateway,
+                state,
+                status,
+                phrase,
+            } => {
+                let health = health(*state);
+                let change = self
+                    .registry
+                    .gateway_state(gateway, state.as_str(), health, now);
+                let subject = Subject::Gateway(gateway.clone());
+                match health {
+                    Health::Down => {
+                        let detail = match (status, phrase) {
+                            (Some(status), Some(phrase)) => {
+                                format!("{} {status} {phrase}", state.as_str())
+                            }
+                            _ => state.as_str().to_owned(),
+                        };
+                        let change = self.outages().down(subject, &detail, now);
+                        if let Change::Began(_) = change {
+                            self.journal.write(change.journal_line());
+                        }
+                    }
+                    Health::Up => {
+                        let had_incident = self
+                            .outages()
+                            .open()
+                            .iter()
+                            .any(|incident| incident.subject == subject);
+                        if had_incident {
+                            self.ended(&subject);
+                        } else if change.is_some() {
+                            self.journal.write(format!("gateway {gateway} registered"));
+                        }
+                    }
+                    Health::Transient => {}
+                }
+            }
+            LinkEvent::LinkDown { reason } => {
+                // The inbound client writes the journal line; the incident feeds `status`.
+                self.outages().down(Subject::Link, reason, now);
+            }
+            LinkEvent::LinkRestored { .. } | LinkEvent::LinkUp => {
+                self.outages().up(&Subject::Link, now);
+            }
+            LinkEvent::Channel(_)
+            | LinkEvent::Heartbeat { .. }
+            | LinkEvent::BackgroundJob { .. }
+            | LinkEvent::Snapshot { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::freeswitch::esl::event::Registration;
+
+    fn watcher() -> (
+        LinkWatcher,
+        Arc<Registry>,
+        Journal,
+        Arc<std::sync::atomic::AtomicI64>,
+    ) {
+        let registry = Arc::new(Registry::new());
+        let journal = Journal::in_memory(chrono_tz::UTC);
+        let seconds = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let now = Arc::clone(&seconds);
+        let clock: Clock = Arc::new(move || {
+            DateTime::<Utc>::from_timestamp(
+                1_764_000_000 + now.load(std::sync::atomic::Ordering::SeqCst),
+                0,
+            )
+            .unwrap()
+        });
+        let watcher = LinkWatcher::new(
+            Arc::clone(&registry),
+            Arc::new(Mutex::new(Outages::new())),
+            journal.clone(),
+            clock,
+        );
+        (watcher, registry, journal, seconds)
+    }
+
+    fn gateway(state: GatewayState, status: Option<u16>) -> LinkEvent {
+        LinkEvent::GatewayState {
+            gateway: "did1".into(),
+            state,
+            status,
+            phrase: status.map(|_| "Service Unavailable".to_owned()),
+        }
+    }
+
+    fn lines(journal: &Journal) -> Vec<String> {
+        journal
+            .recent()
+            .iter()
+            .map(|line| line[20..].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_captured_failure_loop_is_one_incident() {
+        let (watcher, registry, journal, seconds) = watcher();
+        for (at, state, status) in [
+            (0, GatewayState::Trying, None),
+            (0, GatewayState::Register, Some(200)),
+            (0, GatewayState::Reged, Some(200)),
+            (15, GatewayState::Register, Some(200)),
+            (15, GatewayState::Reged, Some(200)),
+            (26, GatewayState::Failed, Some(503)),
+            (26, GatewayState::FailWait, None),
+            (36, GatewayState::Unreged, None),
+            (36, GatewayState::Trying, None),
+            (36, GatewayState::Failed, Some(503)),
+            (36, GatewayState::FailWait, None),
+            (100, GatewayState::Trying, None),
+            (100, GatewayState::Reged, Some(200)),
+        ] {
+            seconds.store(at, std::sync::atomic::Ordering::SeqCst);
+            watcher.apply(&gateway(state, status));
+        }
+        assert_eq!(
+            lines(&journal),
+            vec![
+                "gateway did1 registered",
+                "outage: gateway did1 is down (FAILED 503 Service Unavailable)",
+                "gateway did1 is back after 1 min 14 s",
+            ]
+        );
+        assert_eq!(registry.gateways_up(), vec!["did1".to_owned()]);
+    }
+
+    #[test]
+    fn devices_register_sign_off_and_expire() {
+        let (watcher, registry, journal, _) = watcher();
+        let registration = Registration {
+            user: "1000".into(),
+            realm: "pbx".into(),
+            contact: Some("sip:1000@10.0.0.2".into()),
+            network_ip: Some("10.0.0.2".into()),
+            expires: Some(600),
+        };
+        watcher.apply(&LinkEvent::DeviceRegistered(registration.clone()));
+        watcher.apply(&LinkEvent::DeviceRegistered(registration.clone()));
+        assert_eq!(registry.device_count(), 1);
+        watcher.apply(&LinkEvent::DeviceExpired(registration.clone()));
+        assert_eq!(registry.device_count(), 0);
+        watcher.apply(&LinkEvent::DeviceRegistered(registration.clone()));
+        watcher.apply(&LinkEvent::DeviceUnregistered(registration));
+        assert_eq!(
+            lines(&journal),
+            vec![
+                "device 1000 registered from 10.0.0.2",
+                "outage: device 1000 is down (its registration expired without a refresh)",
+                "device 1000 is back after 0 s",
+                "device 1000 registered from 10.0.0.2",
+                "device 1000 signed off",
+            ]
+        );
+    }
+}
