@@ -15,6 +15,7 @@ pub mod calendar;
 pub mod calls;
 pub mod cli;
 pub mod contacts;
+pub mod daemon;
 pub mod freeswitch;
 pub mod journal;
 pub mod notify;

@@ -105,6 +105,21 @@ pub enum InboundOutcome {
     Missed(MissedReason),
 }
 
+/// Whether the answering channel (`sofia/internal/1000@10.0.0.2:5060`) is this ring's
+/// (`user/1000@example.com`): the user part of a `user/` dial string names the device.
+fn answered_by(ring: &Ring, channel: &str) -> bool {
+    let Some(user) = ring
+        .dial
+        .rsplit('}')
+        .next()
+        .and_then(|dial| dial.strip_prefix("user/"))
+    else {
+        return false;
+    };
+    let user = user.split('@').next().unwrap_or(user);
+    channel.contains(&format!("/{user}@"))
+}
+
 /// Runs an inbound call: ring, then voicemail; adds its steps to `story`.
 pub async fn inbound(
     control: &dyn CallControl,
@@ -130,12 +145,19 @@ pub async fn inbound(
             let request = BridgeRequest {
                 endpoints: plan.ring.iter().map(|ring| ring.dial.clone()).collect(),
                 timeout: plan.ring_for,
-                variables: Vec::new(),
+                // originate_timeout bounds the whole attempt (the legs carry leg_timeout).
+                variables: vec![(
+                    "originate_timeout".to_owned(),
+                    plan.ring_for.as_secs().max(1).to_string(),
+                )],
             };
             match control.bridge(&request).await {
-                Ok(BridgeOutcome::Answered { endpoint, .. }) => {
+                Ok(BridgeOutcome::Answered {
+                    endpoint, channel, ..
+                }) => {
                     let by = endpoint
                         .and_then(|index| plan.ring.get(index))
+                        .or_else(|| plan.ring.iter().find(|ring| answered_by(ring, &channel)))
                         .map(|ring| ring.label.clone());
                     story.step(match &by {
                         Some(label) => format!("answered on {label}"),

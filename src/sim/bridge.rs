@@ -584,6 +584,8 @@ pub(crate) async fn run_bridge(
     });
     a.channel().set_var("originate_disposition", "SUCCESS");
     a.channel().set_var("bridge_to", b.channel.uuid());
+    a.channel().set_var("last_bridge_to", b.channel.uuid());
+    a.channel().set_var("bridge_channel", &b.channel.name());
     let ids = [
         ("Bridge-A-Unique-ID", a_channel.uuid()),
         ("Bridge-B-Unique-ID", b.channel.uuid()),

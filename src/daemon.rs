@@ -1,0 +1,256 @@
+//! The daemon: every part of patchbay wired together and run until a shutdown signal.
+//!
+//! [`Daemon::bind`] opens what can fail early (journal, phone repo, spool folders, the xml
+//! and outbound listeners) so that a bad setting stops the start with a clear message;
+//! [`Daemon::run`] then starts the tasks: the mod_xml_curl endpoint, the outbound socket
+//! server (one call session per connection), the inbound ESL link (registrations, gateway
+//! states, outages), the repo watcher and the after-call spool. `patchbay run` and
+//! `patchbay demo` use it the same way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::calls::flow::VoicemailSettings;
+use crate::calls::link::LinkWatcher;
+use crate::calls::outage::Outages;
+use crate::calls::registry::Registry;
+use crate::calls::session::{self, Clock, Context, Incoming};
+use crate::calls::CallControl;
+use crate::freeswitch::esl::{inbound, outbound};
+use crate::freeswitch::xml::{self, XmlState};
+use crate::journal::Journal;
+use crate::repo::{GreetingStore, Loader, RepoHandle, Watcher};
+use crate::settings::Settings;
+use crate::spool::Spool;
+
+/// What tests, `demo` and `status` look at while the daemon runs.
+#[derive(Clone)]
+pub struct Handles {
+    pub journal: Journal,
+    pub registry: Arc<Registry>,
+    pub outages: Arc<Mutex<Outages>>,
+    pub repo: RepoHandle,
+    pub spool: Spool,
+}
+
+/// The daemon, bound but not yet running.
+pub struct Daemon {
+    settings: Settings,
+    handles: Handles,
+    watcher: Watcher,
+    xml_listener: TcpListener,
+    outbound_listener: TcpListener,
+    /// Stops the repo watcher when the daemon stops.
+    stop_sender: watch::Sender<bool>,
+}
+
+async fn stopped(mut receiver: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = receiver.wait_for(|stop| *stop).await;
+}
+
+impl Daemon {
+    /// Opens the journal, the phone repo and the spool, and binds the listeners. Listen
+    /// addresses with port 0 get a free port; the dialplan then points at the real one.
+    pub async fn bind(mut settings: Settings, repo: Option<PathBuf>) -> anyhow::Result<Daemon> {
+        let journal = Journal::open(&settings.journal, settings.timezone).with_context(|| {
+            format!(
+                "journal: {}: cannot open for appending (check the settings key \"journal\")",
+                settings.journal.display()
+            )
+        })?;
+        for secret in settings.secrets() {
+            journal.hide(&secret);
+        }
+        if let Some(path) = repo {
+            settings.repo.path = path;
+        }
+
+        let outbound_listener = TcpListener::bind(settings.freeswitch.outbound.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "freeswitch.outbound.listen: cannot listen on {}",
+                    settings.freeswitch.outbound.listen
+                )
+            })?;
+        settings.freeswitch.outbound.listen = outbound_listener
+            .local_addr()
+            .context("outbound socket: no local address")?;
+        let xml_state = XmlState::new(Arc::new(settings.clone()))?;
+        let xml_listener = xml::endpoint::bind(&xml_state).await?;
+        settings.freeswitch.xml.listen = xml_listener
+            .local_addr()
+            .context("xml endpoint: no local address")?;
+
+        let (stop_sender, stop_receiver) = watch::channel(false);
+        let greetings = GreetingStore::new(&settings.greetings_dir).with_context(|| {
+            format!(
+                "greetings_dir: {}: cannot create",
+                settings.greetings_dir.display()
+            )
+        })?;
+        let loader = Loader::new(
+            crate::rules::defaults::files(),
+            settings.default_region,
+            Some(Arc::new(greetings)),
+        );
+        let watcher = Watcher::start(
+            &settings.repo,
+            loader,
+            journal.clone(),
+            stopped(stop_receiver),
+        )
+        .with_context(|| format!("repo: {}", settings.repo.path.display()))?;
+        let spool = Spool::new(
+            settings.spool.clone(),
+            settings.email.clone(),
+            &settings.calendar,
+            settings.stt.clone(),
+            settings.timezone,
+            journal.clone(),
+        )?;
+        std::fs::create_dir_all(&settings.recordings_dir).with_context(|| {
+            format!(
+                "recordings_dir: {}: cannot create",
+                settings.recordings_dir.display()
+            )
+        })?;
+        let handles = Handles {
+            journal,
+            registry: Arc::new(Registry::new()),
+            outages: Arc::new(Mutex::new(Outages::new())),
+            repo: watcher.handle(),
+            spool,
+        };
+        Ok(Daemon {
+            settings,
+            handles,
+            watcher,
+            xml_listener,
+            outbound_listener,
+            stop_sender,
+        })
+    }
+
+    pub fn handles(&self) -> &Handles {
+        &self.handles
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Where FreeSWITCH's mod_xml_curl should POST.
+    pub fn xml_address(&self) -> SocketAddr {
+        self.settings.freeswitch.xml.listen
+    }
+
+    /// Where FreeSWITCH's `socket` app connects.
+    pub fn outbound_address(&self) -> SocketAddr {
+        self.settings.freeswitch.outbound.listen
+    }
+
+    /// Points the inbound ESL link at another FreeSWITCH (the demo's simulator).
+    pub fn set_esl(&mut self, address: SocketAddr) {
+        self.settings.freeswitch.esl.host = address.ip().to_string();
+        self.settings.freeswitch.esl.port = address.port();
+    }
+
+    /// Runs every part until `stop` resolves.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Daemon {
+            settings,
+            handles,
+            watcher,
+            xml_listener,
+            outbound_listener,
+            stop_sender,
+        } = self;
+        let settings = Arc::new(settings);
+        let journal = handles.journal.clone();
+        let shutdown = || stopped(stop_sender.subscribe());
+        journal.write(format!(
+            "patchbay started: lookups on {}, calls on {}, FreeSWITCH at {}:{}",
+            settings.freeswitch.xml.listen,
+            settings.freeswitch.outbound.listen,
+            settings.freeswitch.esl.host,
+            settings.freeswitch.esl.port
+        ));
+
+        let xml_state = XmlState::new(Arc::clone(&settings))?;
+        let xml_task = tokio::spawn(xml::serve(xml_listener, xml_state, shutdown()));
+
+        let clock: Clock = Arc::new(Utc::now);
+        let context = Arc::new(Context {
+            settings: Arc::clone(&settings),
+            snapshots: Arc::clone(handles.repo.cell()),
+            registry: Arc::clone(&handles.registry),
+            journal: journal.clone(),
+            spool: Some(handles.spool.clone()),
+            voicemail: VoicemailSettings::default(),
+            clock: Arc::clone(&clock),
+        });
+        let calls_task = tokio::spawn(outbound::serve(
+            outbound_listener,
+            move |call: outbound::Session| {
+                let context = Arc::clone(&context);
+                async move {
+                    let channel = call.channel;
+                    let incoming = Incoming {
+                        uuid: channel.uuid.clone(),
+                        caller_id_name: channel.caller_id_name.clone().unwrap_or_default(),
+                        caller_id_number: channel.caller_id_number.clone().unwrap_or_default(),
+                        destination_number: channel.destination_number.clone().unwrap_or_default(),
+                        context: channel
+                            .context
+                            .clone()
+                            .unwrap_or_else(|| "public".to_owned()),
+                    };
+                    let control: Arc<dyn CallControl> = call.control;
+                    session::handle(control, incoming, context).await;
+                }
+            },
+            shutdown(),
+        ));
+
+        let esl = &settings.freeswitch.esl;
+        let (_client, link_events) = inbound::Client::start(
+            inbound::Config::new(esl.host.clone(), esl.port, esl.password.clone()),
+            journal.clone(),
+            shutdown(),
+        );
+        let link_task = tokio::spawn(
+            LinkWatcher::new(
+                Arc::clone(&handles.registry),
+                Arc::clone(&handles.outages),
+                journal.clone(),
+                clock,
+            )
+            .run(link_events),
+        );
+        let spool = handles.spool.clone();
+        let spool_stop = shutdown();
+        let spool_task = tokio::spawn(async move { spool.run(spool_stop).await });
+
+        stop.await;
+        let _ = stop_sender.send(true);
+        let _ = calls_task.await;
+        let _ = spool_task.await;
+        link_task.abort();
+        let xml_result = xml_task.await;
+        drop(watcher);
+        journal.write("patchbay stopped");
+        match xml_result {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(join) => Err(anyhow::anyhow!("xml endpoint crashed: {join}")),
+        }
+    }
+}
