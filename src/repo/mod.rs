@@ -7,6 +7,7 @@
 //! Invariant: a bad commit never replaces a good snapshot; it is journaled once with the
 //! commit, file, line and reason, and the next good commit goes live normally.
 
+mod create;
 mod greetings;
 mod phone;
 mod remote;
@@ -14,10 +15,11 @@ mod snapshot;
 mod tree;
 mod watcher;
 
+pub use create::{create_repo, DEMO_FILES};
 pub use greetings::{BadGreeting, GreetingIndex, GreetingStore, GREETINGS_FOLDER};
 pub use phone::{DeviceConfig, DidConfig, PhoneConfig, PhoneConfigError, KNOWN_CODECS};
-pub use snapshot::{Loader, Problem, Refusal, Snapshot};
-pub use tree::{read_commit, CommitFiles, RepoFile, TreeError};
+pub use snapshot::{CheckReport, Loader, Problem, Refusal, Snapshot};
+pub use tree::{read_commit, read_worktree, CommitFiles, RepoFile, TreeError};
 pub use watcher::{Outcome, RepoHandle, Watcher};
 
 use std::path::PathBuf;
@@ -85,4 +87,20 @@ pub enum Error {
     Thread(std::io::Error),
     #[error("commit {commit}: not live after {waited:?} (is the watcher running?)")]
     Timeout { commit: String, waited: Duration },
+}
+
+/// Why a new phone repo could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}: the folder is not empty (give a new or empty folder)")]
+    NotEmpty(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot create the git repository: {source}")]
+    Git { path: PathBuf, source: git2::Error },
+    #[error("{0}: not a relative path inside the repo")]
+    BadPath(String),
 }

@@ -11,7 +11,8 @@ use git2::{Repository, RepositoryInitOptions, Signature};
 use patchbay::contacts::number::Region;
 use patchbay::journal::Journal;
 use patchbay::repo::{
-    read_commit, GreetingStore, Loader, Outcome, RepoHandle, RepoSettings, Watcher,
+    create_repo, read_commit, read_worktree, GreetingStore, Loader, Outcome, RepoHandle,
+    RepoSettings, Watcher, DEMO_FILES,
 };
 use patchbay::rules::{Resources, RuleSet, Source, SourceFile};
 
@@ -368,12 +369,12 @@ async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
 /// file, folded lines, quoted-printable names, `tel:` URIs, 2.1-style bare TYPE parameters.
 fn address_book(malformed: bool) -> Vec<(String, String)> {
     let mut files = Vec::new();
-    for file in 0..40 {
+    for file in 0..40u32 {
         let mut text = String::new();
         for card in 0..50 {
             let n = file * 50 + card;
             // 555-01xx numbers are fictional; spread the rest over 438 and 450.
-            let area = if n % 2 == 0 { 438 } else { 450 };
+            let area = if n.is_multiple_of(2) { 438 } else { 450 };
             let line = 1000 + n;
             match n % 4 {
                 0 => text.push_str(&format!(
@@ -441,8 +442,8 @@ async fn a_2000_contact_book_in_mixed_formats_resolves_every_written_form() {
         "paris"
     );
     // Every generated card is found by its number, whichever form its file used.
-    for n in [0, 1, 2, 3, 998, 1999] {
-        let area = if n % 2 == 0 { 438 } else { 450 };
+    for n in [0u32, 1, 2, 3, 998, 1999] {
+        let area = if n.is_multiple_of(2) { 438 } else { 450 };
         let contact = snapshot
             .contact(&format!("{area}-555-{}", 1000 + n))
             .unwrap_or_else(|| panic!("person {n}"));
@@ -616,4 +617,125 @@ async fn a_remote_is_fetched_and_an_outage_is_journaled_once() {
     handle.wait_live(&third, 2 * SECOND).await.unwrap();
     assert_eq!(running.lines_with("works again").len(), 1);
     assert_eq!(running.lines_with("cannot fetch").len(), 1);
+}
+
+#[test]
+fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
+    // Every file of data/demo-repo is built into the binary.
+    let on_disk =
+        read_worktree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-repo")).unwrap();
+    let mut built_in: Vec<&str> = DEMO_FILES.iter().map(|(path, _)| *path).collect();
+    built_in.sort_unstable();
+    let on_disk_paths: Vec<&str> = on_disk
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .collect();
+    assert_eq!(built_in, on_disk_paths);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo");
+    let commit = create_repo(&path, DEMO_FILES, "demo").unwrap();
+    let files = read_commit(&path, "main", &[]).unwrap();
+    assert_eq!(files.commit, commit);
+    let store = Arc::new(GreetingStore::new(dir.path().join("export")).unwrap());
+    let loader = Loader::new(Vec::new(), Region::parse("CA").unwrap(), Some(store));
+    let report = loader.check(&files);
+    assert!(
+        report.is_ok() && report.lines().is_empty(),
+        "{:?}",
+        report.lines()
+    );
+    let snapshot = loader.load(&files).unwrap();
+
+    let mom = snapshot.contact("514 555 0142").unwrap();
+    assert_eq!(
+        (mom.uid.as_str(), mom.groups.as_slice()),
+        ("mom", &["family".to_owned()][..])
+    );
+    assert_eq!(snapshot.contact("(450) 555-0177").unwrap().uid, "mom");
+    let mom_greeting = snapshot
+        .greeting("away", Some("en"), Some(&mom.uid))
+        .unwrap();
+    let mom_audio = DEMO_FILES
+        .iter()
+        .find(|(path, _)| *path == "greetings/contacts/mom.wav")
+        .unwrap()
+        .1;
+    assert_eq!(std::fs::read(mom_greeting).unwrap(), mom_audio);
+
+    let marie = snapshot.contact("+33 6 12 34 56 78").unwrap();
+    assert_eq!(marie.language.as_deref(), Some("fr"));
+    let busy = snapshot
+        .greeting("busy", marie.language.as_deref(), Some(&marie.uid))
+        .unwrap();
+    let french_busy = DEMO_FILES
+        .iter()
+        .find(|(path, _)| *path == "greetings/fr/busy.wav")
+        .unwrap()
+        .1;
+    assert_eq!(std::fs::read(busy).unwrap(), french_busy);
+
+    let phone = snapshot.phone();
+    assert_eq!(phone.devices["1000"].name.as_deref(), Some("desk"));
+    assert_eq!(phone.dids["+15145550100"].language.as_deref(), Some("fr"));
+    assert_eq!(phone.dids["+33123456789"].country.as_deref(), Some("FR"));
+    assert_eq!(phone.caller_id["fr"], "Sam Roy");
+}
+
+#[test]
+fn check_reports_refusals_skipped_cards_and_duplicates_without_exporting() {
+    let person = PersonRepo::new();
+    let commit = person.commit(
+        &[
+            (
+                "contacts/a.vcf",
+                Some(vcard("Ann", "ann", "+15145550155").as_bytes()),
+            ),
+            (
+                "contacts/b.vcf",
+                Some(
+                    format!(
+                        "{}BEGIN:VCARD\nVERSION:3.0\nEND:VCARD\n",
+                        vcard("Bea", "bea", "514 555 0155")
+                    )
+                    .as_bytes(),
+                ),
+            ),
+            ("phone.toml", Some(b"[dids.\"12\"]\n")),
+            (
+                "templates/voicemail.txt",
+                Some(b"Voicemail from {{ caller }}"),
+            ),
+        ],
+        "mixed",
+    );
+    let files = read_commit(person.path(), &commit, &[]).unwrap();
+    let report = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None).check(&files);
+    assert!(!report.is_ok());
+    assert_eq!(report.contact_count, 2);
+    let lines = report.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("phone.toml:1:7: DID \"12\" is not a phone number"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        "contacts/b.vcf: card 2 skipped: it has no name (FN or N)"
+    );
+    assert!(lines[2].starts_with("+1 514-555-0155 is on two cards: contacts/a.vcf card 1 (Ann) gets the calls, contacts/b.vcf card 1 (Bea) is ignored"), "{}", lines[2]);
+
+    // Once fixed, the templates come with the snapshot.
+    let fixed = person.commit(&[("phone.toml", None)], "fix");
+    let files = read_commit(person.path(), &fixed, &[]).unwrap();
+    let snapshot = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None)
+        .load(&files)
+        .unwrap();
+    assert_eq!(
+        snapshot.template("voicemail.txt"),
+        Some("Voicemail from {{ caller }}")
+    );
+    assert_eq!(snapshot.template("missing.txt"), None);
 }
