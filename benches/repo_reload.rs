@@ -164,10 +164,18 @@ fn main() {
     let region = Region::parse("CA").expect("region");
 
     // Memory: the net heap one snapshot holds (the commit's raw files are freed before).
+    // A first load warms process-wide lazy state (the numbering-plan metadata and its regexes)
+    // and writes the greetings out, so the measured load counts the snapshot alone.
     let export = dir.path().join("export");
     let store = Arc::new(GreetingStore::new(&export).expect("export dir"));
-    let loader = Loader::new(Vec::new(), region, Some(store.clone()));
     let files = read_commit(&root, &first, &[]).expect("read commit");
+    let started = Instant::now();
+    let warm_up = Loader::new(Vec::new(), region, Some(store.clone()))
+        .load(&files)
+        .expect("load");
+    let first_load = started.elapsed();
+    drop(warm_up);
+    let loader = Loader::new(Vec::new(), region, Some(store.clone()));
     let before = LIVE_BYTES.load(Ordering::Relaxed);
     let started = Instant::now();
     let snapshot = loader.load(&files).expect("load");
@@ -175,11 +183,13 @@ fn main() {
     let snapshot_bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
     let raw_bytes: usize = files.files.iter().map(|file| file.bytes.len()).sum();
     println!(
-        "snapshot: {} contacts, {} numbers, {} greetings, {} rule files; load {:.1} ms; heap held {:.2} MiB (commit files {:.2} MiB, freed after load)",
+        "snapshot: {} contacts, {} numbers, {} greetings, {} rules in {} files; first load (greetings written) {:.1} ms; full load, nothing cached {:.1} ms; heap held {:.2} MiB (commit files {:.2} MiB, freed after load)",
         snapshot.contacts().len(),
         snapshot.contacts().number_count(),
         snapshot.greetings().len(),
+        RULE_FILES * RULES_PER_FILE,
         RULE_FILES,
+        first_load.as_secs_f64() * 1000.0,
         load_time.as_secs_f64() * 1000.0,
         snapshot_bytes as f64 / (1024.0 * 1024.0),
         raw_bytes as f64 / (1024.0 * 1024.0),
@@ -247,7 +257,7 @@ fn main() {
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "commit-to-live over {COMMITS} commits: median {:.1} ms, p90 {:.1} ms, max {:.1} ms (target <= 300 ms)",
+        "commit-to-live over {COMMITS} commits (each changes a rule file and a 100-card contacts file): median {:.1} ms, p90 {:.1} ms, max {:.1} ms (target <= 300 ms)",
         ms(latencies[COMMITS / 2]),
         ms(latencies[COMMITS * 9 / 10]),
         ms(latencies[COMMITS - 1]),

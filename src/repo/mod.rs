@@ -76,7 +76,7 @@ pub enum Error {
     Tree(#[from] TreeError),
     #[error("{0}")]
     Refused(Refusal),
-    #[error("{path}: cannot open the phone repo: {source}")]
+    #[error("{path}: cannot open the phone repo (create one with `patchbay init`): {source}")]
     Open { path: PathBuf, source: git2::Error },
     #[error("{dir}: cannot export greetings (check that the folder is writable): {source}")]
     Export {
