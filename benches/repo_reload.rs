@@ -225,7 +225,6 @@ fn main() {
         .expect("runtime");
     let settings = RepoSettings {
         path: root.clone(),
-        greetings_dir: export.clone(),
         ..RepoSettings::default()
     };
     let journal = Journal::in_memory(chrono_tz::UTC);

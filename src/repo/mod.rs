@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The `repo` section of the settings file (which repo and branch to follow).
+/// The `repo` section of the settings file (which repo and branch to follow). Where greetings
+/// are exported and the default region are top-level settings, handed to the [`Loader`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RepoSettings {
@@ -42,8 +43,6 @@ pub struct RepoSettings {
     pub poll_interval_ms: u64,
     /// How often `remote` is fetched (milliseconds).
     pub fetch_interval_ms: u64,
-    /// Where greetings are exported for FreeSWITCH to play.
-    pub greetings_dir: PathBuf,
 }
 
 impl Default for RepoSettings {
@@ -54,7 +53,6 @@ impl Default for RepoSettings {
             remote: None,
             poll_interval_ms: 500,
             fetch_interval_ms: 30_000,
-            greetings_dir: PathBuf::from("greetings"),
         }
     }
 }

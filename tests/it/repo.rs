@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use git2::{Repository, RepositoryInitOptions, Signature};
+use patchbay::calls::{Call, Origin};
 use patchbay::contacts::number::Region;
 use patchbay::journal::Journal;
 use patchbay::repo::{
     create_repo, read_commit, read_worktree, GreetingStore, Loader, Outcome, RepoHandle,
     RepoSettings, Watcher, DEMO_FILES,
 };
-use patchbay::rules::{Resources, RuleSet, Source, SourceFile};
+use patchbay::rules::{Resources, SharedResources};
 
 /// A working repo on branch `main` where the test plays the person committing.
 struct PersonRepo {
@@ -127,10 +128,6 @@ fn start(settings: RepoSettings, region: &str) -> Running {
     let store = Arc::new(GreetingStore::new(&greetings_dir).unwrap());
     let loader = Loader::new(Vec::new(), Region::parse(region).unwrap(), Some(store));
     let journal = Journal::in_memory(chrono_tz::UTC);
-    let settings = RepoSettings {
-        greetings_dir: greetings_dir.clone(),
-        ..settings
-    };
     let watcher = Watcher::start(&settings, loader, journal.clone(), pending()).unwrap();
     Running {
         watcher,
@@ -318,24 +315,85 @@ async fn a_bad_commit_keeps_the_old_snapshot_and_the_next_good_one_goes_live() {
     assert_eq!(running.lines_with(&bad_wav[..7]).len(), 1);
 }
 
-/// True once branch `rules` has landed the real engine (the stub accepts everything).
-fn rules_engine_is_real() -> bool {
-    RuleSet::compile(&[SourceFile {
-        source: Source::PhoneRepo,
-        path: "rules/probe.rhai".into(),
-        text: "rule(#{ id: \"x\", ".into(),
-    }])
-    .is_err()
+/// An inbound call from `number` to the person's DID, as the call flow builds it from the
+/// live snapshot.
+fn call_from(snapshot: &patchbay::repo::Snapshot, number: &str) -> Call {
+    Call {
+        uuid: "a1b2c3d4-0001".into(),
+        origin: Origin::External,
+        peer_number: number.into(),
+        caller_id_name: "CALLER".into(),
+        caller_id_number: number.into(),
+        destination_number: "+15145550100".into(),
+        did: Some("+15145550100".into()),
+        country: Some("CA".into()),
+        location: Some("CA-QC".into()),
+        contact: snapshot.contact(number),
+        local_time: chrono::NaiveDate::from_ymd_opt(2026, 11, 24)
+            .and_then(|day| day.and_hms_opt(14, 30, 0))
+            .unwrap(),
+        device_count: 2,
+        busy: false,
+        state: "ringing".into(),
+        hangup_cause: None,
+    }
 }
 
-/// Needs the real rules engine: it returns early (and says so) while `rules::RuleSet` is the
-/// stub that accepts everything.
+#[tokio::test]
+async fn a_commit_changes_the_next_call_decision_within_a_second() {
+    let family_rule = |delay: u32| {
+        format!(
+            "rule(#{{\n    id: \"family\",\n    rule: #{{ contact_groups: \"family\" }},\n    properties: #{{ voicemail_delay: {delay}, voicemail: |call, props| greeting(\"away\") }},\n}});\n"
+        )
+    };
+    let mom = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Claire Roy\r\nUID:mom\r\nCATEGORIES:family\r\nTEL:514-555-0142\r\nEND:VCARD\r\n";
+    let person = PersonRepo::new();
+    let mom_audio = wav(330.0, 200);
+    let first = person.commit(
+        &[
+            ("rules/10-family.rhai", Some(family_rule(40).as_bytes())),
+            ("contacts/family.vcf", Some(mom.as_bytes())),
+            ("greetings/away.wav", Some(&wav(440.0, 200))),
+            ("greetings/contacts/mom.wav", Some(&mom_audio)),
+        ],
+        "family rings longer",
+    );
+    let running = start(local(&person, 500), "CA");
+    let handle = running.handle();
+    let snapshot = handle.wait_live(&first, SECOND).await.unwrap();
+    let resources: SharedResources = snapshot.clone();
+    let decision = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "+15145550142"), &resources);
+    assert_eq!(decision.voicemail_delay(), Some(40));
+    let greeting = decision.voicemail_greeting().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read(&greeting).unwrap(),
+        mom_audio,
+        "Mom hears her own greeting"
+    );
+
+    let committed_at = Instant::now();
+    let second = person.commit(
+        &[("rules/10-family.rhai", Some(family_rule(15).as_bytes()))],
+        "shorter",
+    );
+    let snapshot = handle.wait_live(&second, SECOND).await.unwrap();
+    assert!(committed_at.elapsed() < SECOND);
+    let resources: SharedResources = snapshot.clone();
+    let decision = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "514 555 0142"), &resources);
+    assert_eq!(decision.voicemail_delay(), Some(15));
+    // A stranger is not family: the rule does not apply.
+    let stranger = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "+15145550999"), &resources);
+    assert_ne!(stranger.voicemail_delay(), Some(15));
+}
+
 #[tokio::test]
 async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
-    if !rules_engine_is_real() {
-        eprintln!("skipped: the rules engine is still the stub that accepts everything");
-        return;
-    }
     let person = PersonRepo::new();
     let good = person.commit(
         &[(
@@ -360,7 +418,20 @@ async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
     assert_eq!(handle.snapshot().commit(), good);
     let lines = running.lines_with(&bad[..7]);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("rules/20-night.rhai:"), "{}", lines[0]);
+    // The file ends inside the map opened on line 3: the parser reports the line after it.
+    assert!(
+        lines[0].contains(&format!(
+            "commit {} refused: rules/20-night.rhai:4:1: ",
+            &bad[..7]
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!("still running commit {}", &good[..7])),
+        "{}",
+        lines[0]
+    );
     let fixed = person.commit(&[("rules/20-night.rhai", None)], "revert");
     handle.wait_live(&fixed, SECOND).await.unwrap();
 }
