@@ -78,10 +78,22 @@ pub struct ContactFile {
 impl ContactFile {
     /// Parses one file; numbers written without a country code are read in `region`.
     pub fn parse(path: &str, text: &str, region: Region) -> ContactFile {
+        ContactFile::parse_with(path, text, &mut |raw| {
+            normalize(raw, region).map(|number| number.e164)
+        })
+    }
+
+    /// Parses one file with `to_e164` turning a written number into E.164 (`None` when it is
+    /// not a phone number), so a caller can remember numbers it has already normalised.
+    pub fn parse_with(
+        path: &str,
+        text: &str,
+        to_e164: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> ContactFile {
         let (parsed, bad_cards) = parse_file(path, text);
         let cards = parsed
             .into_iter()
-            .map(|card| normalized_card(card, region))
+            .map(|card| normalized_card(card, to_e164))
             .collect();
         ContactFile { cards, bad_cards }
     }
@@ -95,7 +107,10 @@ impl ContactFile {
     }
 }
 
-fn normalized_card(card: super::ParsedCard, region: Region) -> ContactCard {
+fn normalized_card(
+    card: super::ParsedCard,
+    to_e164: &mut dyn FnMut(&str) -> Option<String>,
+) -> ContactCard {
     let uid = card.uid.clone().unwrap_or_else(|| {
         let stem = card
             .file
@@ -107,10 +122,10 @@ fn normalized_card(card: super::ParsedCard, region: Region) -> ContactCard {
     });
     let mut numbers = Vec::with_capacity(card.phones.len());
     for phone in &card.phones {
-        match normalize(&phone.raw, region) {
-            Some(number) => {
-                if !numbers.contains(&number.e164) {
-                    numbers.push(number.e164);
+        match to_e164(&phone.raw) {
+            Some(e164) => {
+                if !numbers.contains(&e164) {
+                    numbers.push(e164);
                 }
             }
             // Extensions and service codes stay on the card as written, unindexed.

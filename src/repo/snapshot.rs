@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use git2::{ObjectType, Oid};
 
-use crate::contacts::number::Region;
+use crate::contacts::number::{normalize, Region};
 use crate::contacts::{Contact, ContactBook, ContactFile};
 use crate::rules::{Resources, RuleSet, Source, SourceFile};
 
@@ -18,6 +18,9 @@ const RULES_FOLDER: &str = "rules/";
 const CONTACTS_FOLDER: &str = "contacts/";
 const TEMPLATES_FOLDER: &str = "templates/";
 const PHONE_CONFIG: &str = "phone.toml";
+
+/// Past this many remembered numbers the cache starts over (address books that churn).
+const NUMBER_CACHE_LIMIT: usize = 100_000;
 
 /// Parsed contact files by path and blob id.
 type ContactCache = HashMap<(String, Oid), Arc<ContactFile>>;
@@ -146,6 +149,9 @@ pub struct Loader {
     /// Contact files of the last load by path and content: parsing and normalising numbers
     /// is most of a load, and most commits change one file or none.
     contact_cache: Arc<Mutex<ContactCache>>,
+    /// Numbers as written -> E.164, kept across loads: normalising is the slow part of
+    /// parsing, and a re-exported address book mostly repeats the numbers it had.
+    number_cache: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl Loader {
@@ -159,6 +165,7 @@ impl Loader {
             region,
             greetings,
             contact_cache: Arc::default(),
+            number_cache: Arc::default(),
         }
     }
 
@@ -170,6 +177,22 @@ impl Loader {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let mut previous = std::mem::take(&mut *cache);
+        let mut numbers = self
+            .number_cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if numbers.len() > NUMBER_CACHE_LIMIT {
+            numbers.clear();
+        }
+        let region = self.region;
+        let mut to_e164 = |raw: &str| -> Option<String> {
+            if let Some(known) = numbers.get(raw) {
+                return known.clone();
+            }
+            let e164 = normalize(raw, region).map(|number| number.e164);
+            numbers.insert(raw.to_owned(), e164.clone());
+            e164
+        };
         let mut parsed = Vec::new();
         for file in files.files.iter().filter(|file| {
             file.path.starts_with(CONTACTS_FOLDER)
@@ -183,7 +206,7 @@ impl Loader {
                 .and_then(|key| previous.remove(key))
                 .unwrap_or_else(|| {
                     let text = String::from_utf8_lossy(&file.bytes);
-                    Arc::new(ContactFile::parse(&file.path, &text, self.region))
+                    Arc::new(ContactFile::parse_with(&file.path, &text, &mut to_e164))
                 });
             if let Some(key) = key {
                 cache.insert(key, Arc::clone(&contact_file));

@@ -810,3 +810,45 @@ fn check_reports_refusals_skipped_cards_and_duplicates_without_exporting() {
     );
     assert_eq!(snapshot.template("missing.txt"), None);
 }
+
+#[test]
+fn unchanged_contact_files_are_shared_between_snapshots() {
+    let person = PersonRepo::new();
+    let first = person.commit(
+        &[
+            (
+                "contacts/a.vcf",
+                Some(vcard("Ann", "ann", "+15145550161").as_bytes()),
+            ),
+            (
+                "contacts/b.vcf",
+                Some(vcard("Bea", "bea", "514 555 0162").as_bytes()),
+            ),
+        ],
+        "first",
+    );
+    let second = person.commit(
+        &[(
+            "contacts/b.vcf",
+            Some(vcard("Beatrice", "bea", "514 555 0162").as_bytes()),
+        )],
+        "second",
+    );
+    let loader = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None);
+    let load = |commit: &str| {
+        loader
+            .load(&read_commit(person.path(), commit, &[]).unwrap())
+            .unwrap()
+    };
+    let (old, new) = (load(&first), load(&second));
+    let (old_ann, new_ann) = (
+        old.contacts().lookup("+15145550161").unwrap(),
+        new.contacts().lookup("+15145550161").unwrap(),
+    );
+    assert!(
+        std::ptr::eq(old_ann, new_ann),
+        "a.vcf did not change: its cards are shared"
+    );
+    assert_eq!(old.contact("+15145550162").unwrap().name, "Bea");
+    assert_eq!(new.contact("+15145550162").unwrap().name, "Beatrice");
+}
