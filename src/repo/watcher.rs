@@ -350,11 +350,25 @@ impl Follower {
                         contacts.duplicates().len()
                     ));
                 }
+                let warnings: Vec<String> = snapshot
+                    .rules()
+                    .warnings()
+                    .iter()
+                    .map(|warning| {
+                        format!(
+                            "phone repo: commit {}: warning: {warning}",
+                            snapshot.short_commit()
+                        )
+                    })
+                    .collect();
                 let skipped: Vec<String> = contacts.bad_cards().map(ToString::to_string).collect();
                 self.handle.current.store(Arc::new(snapshot));
                 self.journal.write(line);
                 for card in skipped {
                     self.journal.write(format!("phone repo: {card}"));
+                }
+                for warning in warnings {
+                    self.journal.write(warning);
                 }
                 if let Some(store) = self.loader.greeting_store() {
                     if let Err(error) = store.clean() {
