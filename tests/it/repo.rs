@@ -852,3 +852,46 @@ fn unchanged_contact_files_are_shared_between_snapshots() {
     assert_eq!(old.contact("+15145550162").unwrap().name, "Bea");
     assert_eq!(new.contact("+15145550162").unwrap().name, "Beatrice");
 }
+
+#[tokio::test]
+async fn before_any_good_commit_the_default_rules_run_alone() {
+    let person = PersonRepo::new();
+    let running = start(local(&person, 50), "CA");
+    let handle = running.handle();
+    assert_eq!(handle.snapshot().commit(), "");
+    assert!(
+        handle.snapshot().rules().rule_ids().count() > 0,
+        "patchbay's defaults are loaded"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running.lines_with("no commit on branch main yet").len(), 1);
+
+    let bad = person.commit(
+        &[("phone.toml", Some(b"[caller_id]\nfr = \"\"\n"))],
+        "bad first",
+    );
+    assert!(matches!(
+        handle.wait_for(&bad, SECOND).await.unwrap(),
+        Outcome::Refused(_)
+    ));
+    let lines = running.lines_with(&bad[..7]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("phone.toml:2:6: caller ID name must be one non-empty line of text"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("still running patchbay's default rules"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(handle.snapshot().commit(), "");
+
+    let good = person.commit(
+        &[("phone.toml", Some(b"[caller_id]\nfr = \"Sam\"\n"))],
+        "good",
+    );
+    let live = handle.wait_live(&good, SECOND).await.unwrap();
+    assert_eq!(live.phone().caller_id["fr"], "Sam");
+}
