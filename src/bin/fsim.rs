@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use patchbay::settings::Secret;
-use patchbay::sim::{Config, Scenario, Sim};
+use patchbay::sim::{Config, Entry, Scenario, Sim};
 
 /// A FreeSWITCH 1.10 simulator speaking ESL (inbound and outbound) and mod_xml_curl.
 #[derive(Parser, Debug)]
@@ -53,6 +53,13 @@ struct Args {
     /// Directory for relative recording paths.
     #[arg(long)]
     recordings: Option<PathBuf>,
+    /// Outbound socket (host:port) of the static dialplan, used when the xml endpoint does not
+    /// route a call (as FreeSWITCH falls back to its static XML).
+    #[arg(long)]
+    socket: Option<String>,
+    /// Also print every ESL command received and every event emitted.
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
@@ -101,12 +108,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         xml_credentials: args.xml_user.zip(args.xml_password.map(Secret::new)),
         domain: args.domain,
         recordings_dir: args.recordings,
+        static_socket: args.socket,
+        log_events: args.verbose,
         ..Config::default()
     };
     let sim = Sim::start_with(config, scenario).await?;
     eprintln!("fsim: ESL listening on {} (Ctrl-C stops)", sim.esl_addr());
     sim.run_scenario();
-    tokio::signal::ctrl_c().await?;
+    let printer = tokio::spawn(print_log(sim.clone(), args.verbose));
+    shutdown_signal().await?;
     sim.stop();
+    printer.abort();
     Ok(())
+}
+
+/// Prints what the simulator does, one line per log entry.
+async fn print_log(sim: Sim, verbose: bool) {
+    let mut seen = 0;
+    loop {
+        let entries = sim.log().since(seen);
+        seen += entries.len();
+        for entry in entries {
+            let chatty = matches!(entry, Entry::Emitted { .. } | Entry::Command { .. });
+            if verbose || !chatty {
+                println!("fsim: {entry}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ctrl-C or SIGTERM (what Docker and `kill` send).
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
 }

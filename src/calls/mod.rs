@@ -9,6 +9,7 @@ pub mod flow;
 mod model;
 pub mod outage;
 pub mod registry;
+pub mod session;
 pub mod story;
 
 pub use control::{

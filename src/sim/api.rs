@@ -245,7 +245,7 @@ fn sofia(inner: &Inner, args: &str) -> String {
             "Reload XML [Success]\n+OK scan complete\n".to_owned()
         }
         ["profile", _, "killgw", name] => {
-            if lock_mutex(&inner.gateways).contains_key(*name) {
+            if super::sofia::kill_gateway(inner, name) {
                 "+OK gateway marked for deletion.\n".to_owned()
             } else {
                 "-ERR no such gateway.\n".to_owned()

@@ -87,6 +87,8 @@ pub struct Channel {
     down: watch::Sender<bool>,
     /// Set when the outbound socket controlling the channel is closed.
     socket_gone: AtomicBool,
+    /// The simulator was killed: the channel vanishes without a single event.
+    crashed: AtomicBool,
     socket_notify: Notify,
 }
 
@@ -94,7 +96,6 @@ pub(crate) fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-#[allow(dead_code)] // TEMP: the call flows land in the next commit
 impl Channel {
     /// Creates a channel and registers it; returns it with the receiver of its controls.
     pub(crate) fn create(
@@ -110,6 +111,7 @@ impl Channel {
             control_tx,
             down,
             socket_gone: AtomicBool::new(false),
+            crashed: AtomicBool::new(false),
             socket_notify: Notify::new(),
         });
         lock_mutex(&inner.channels).insert(uuid, Arc::clone(&channel));
@@ -144,6 +146,17 @@ impl Channel {
 
     pub(crate) fn is_down(&self) -> bool {
         *self.down.borrow()
+    }
+
+    /// Marks the channel as lost in a crash and wakes its task, which then ends silently.
+    pub(crate) fn crash(&self) {
+        self.crashed.store(true, Ordering::Relaxed);
+        let _ = self.control_tx.send(Control::Kill("CRASH".into()));
+        self.socket_closed();
+    }
+
+    pub(crate) fn has_crashed(&self) -> bool {
+        self.crashed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn socket_closed(&self) {
@@ -185,6 +198,7 @@ impl Channel {
         calling: (&str, &str, u32),
         with_vars: bool,
         extra_first: &[(&str, &str)],
+        extra_last: &[(&str, &str)],
     ) -> Event {
         let mut event = inner.new_event(name, None, calling);
         for (n, v) in extra_first {
@@ -233,6 +247,9 @@ impl Channel {
                 event.push(format!("variable_{n}"), v.as_str());
             }
         }
+        for (n, v) in extra_last {
+            event.push(*n, *v);
+        }
         event
     }
 
@@ -247,7 +264,7 @@ impl Channel {
             let data = lock_mutex(&self.data);
             push_profile(&mut event, "Channel", &self.uuid, &data);
         }
-        let full = self.event(inner, "CHANNEL_DATA", ("", "", 0), true, &[]);
+        let full = self.event(inner, "CHANNEL_DATA", ("", "", 0), true, &[], &[]);
         // Skip the core headers of the second event: only its channel part is wanted.
         let channel_part = full
             .headers()
@@ -374,6 +391,7 @@ pub(crate) fn bridge_existing(inner: &Inner, a: &Arc<Channel>, b: &Arc<Channel>)
         ("switch_ivr_bridge.c", "uuid_bridge", 1),
         true,
         &ids,
+        &[],
     );
     inner.emit(event);
 }

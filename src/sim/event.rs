@@ -120,13 +120,4 @@ impl Event {
             Format::Json => frame::write_event_json(out, headers, self.body()),
         }
     }
-
-    /// Copies every header whose name starts with one of `prefixes` from `other`.
-    pub fn copy_from(&mut self, other: &Event, keep: impl Fn(&str) -> bool) {
-        for (name, value) in &other.headers {
-            if keep(name) {
-                self.headers.push((name.clone(), value.clone()));
-            }
-        }
-    }
 }

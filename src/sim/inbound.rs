@@ -154,9 +154,17 @@ fn log_conn_error(inner: &Inner, conn: u64, err: &super::conn::ConnError) {
 }
 
 fn log_command(inner: &Inner, conn: u64, frame: &Frame) {
+    let line = frame.command().unwrap_or("");
+    // The password never reaches the log.
+    let (word, _) = split_word(line.trim());
+    let line = if word.eq_ignore_ascii_case("auth") || word.eq_ignore_ascii_case("userauth") {
+        format!("{word} ***")
+    } else {
+        line.to_owned()
+    };
     inner.log().push(Entry::Command {
         conn,
-        line: frame.command().unwrap_or("").to_owned(),
+        line,
         headers: frame.headers().to_vec(),
         body: frame.body().map(<[u8]>::to_vec),
     });
@@ -211,6 +219,8 @@ impl Session {
         let mut hangup_rx = self.channel.as_ref().map(|c| c.hangup_signal());
         let mut linger_deadline: Option<tokio::time::Instant> = None;
         let mut linger_forever = false;
+        // The peer sent bytes that can never be a frame: no goodbye, just close.
+        let mut broken = false;
         loop {
             let stall = self.inner.faults().stall_delivery;
             tokio::select! {
@@ -238,9 +248,10 @@ impl Session {
                         Ok(Some(frame)) => frame,
                         Ok(None) => break,
                         Err(err) => {
-                            log_conn_error(&self.inner, id, &err);
-                            self.inner.remove_listener(id);
-                            return;
+                            tracing::warn!("fsim: ESL connection {id} dropped: {err}");
+                            self.inner.log().push(Entry::ConnectionError { conn: id, error: err.to_string() });
+                            broken = true;
+                            break;
                         }
                     };
                     log_command(&self.inner, id, &frame);
@@ -277,7 +288,7 @@ impl Session {
         self.inner.remove_listener(id);
         if let Some(channel) = self.channel.clone() {
             let how = *stop.borrow();
-            if how != Stop::Abrupt {
+            if how != Stop::Abrupt && !broken {
                 self.flush_queued().await;
                 let notice = Frame::disconnect_notice(Some(channel.uuid()), frame::GOODBYE);
                 let _ = self.conn.write(&notice.to_wire()).await;
@@ -381,7 +392,10 @@ impl Session {
             "api" => {
                 let (cmd, args) = split_word(rest);
                 let owner = self.channel.as_ref().map(|c| c.uuid().to_owned());
-                let output = api::execute(&self.inner, cmd, args, owner.as_deref()).await;
+                let mut output = api::execute(&self.inner, cmd, args, owner.as_deref()).await;
+                if output.is_empty() {
+                    output = "-ERR no reply\n".to_owned();
+                }
                 self.conn.reply(&Frame::api_response(output)).await?;
                 Ok(Flow::Continue)
             }

@@ -131,6 +131,19 @@ impl Log {
             .clone()
     }
 
+    /// Entries from position `from` on, for a reader that follows the log.
+    pub fn since(&self, from: usize) -> Vec<Entry> {
+        let entries = self
+            .shared
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(from..)
+            .map(<[Entry]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The commands one connection sent, first lines only, in order.
     pub fn commands(&self, conn: u64) -> Vec<String> {
         self.entries()
@@ -169,5 +182,62 @@ impl Log {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         entries.iter().find(|e| pred(e)).cloned()
+    }
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Connected { conn, kind } => write!(f, "connection {conn}: {kind:?} connected"),
+            Entry::Command { conn, line, .. } => write!(f, "connection {conn}: received {line:?}"),
+            Entry::ConnectionError { conn, error } => {
+                write!(f, "connection {conn}: dropped: {error}")
+            }
+            Entry::Closed { conn } => write!(f, "connection {conn}: closed"),
+            Entry::Emitted {
+                name,
+                subclass,
+                unique_id,
+            } => {
+                write!(f, "event {name}")?;
+                if let Some(subclass) = subclass {
+                    write!(f, " {subclass}")?;
+                }
+                if let Some(uuid) = unique_id {
+                    write!(f, " on {uuid}")?;
+                }
+                Ok(())
+            }
+            Entry::EventsLost { conn, lost } => {
+                write!(f, "connection {conn}: killed after losing {lost} events")
+            }
+            Entry::Executed {
+                unique_id,
+                app,
+                arg,
+                response,
+            } => {
+                write!(f, "call {unique_id}: ran {app} {arg:?} -> {response}")
+            }
+            Entry::DeviceRang { device, call } => write!(f, "device {device} rang for {call}"),
+            Entry::DeviceAnswered { device, call } => write!(f, "device {device} answered {call}"),
+            Entry::DeviceLostRace { device, call } => write!(
+                f,
+                "device {device} stopped ringing for {call} (answered elsewhere)"
+            ),
+            Entry::DeviceBusy { device, call } => write!(f, "device {device} was busy for {call}"),
+            Entry::Registration { user, ok: true, .. } => write!(f, "device {user} registered"),
+            Entry::Registration {
+                user,
+                ok: false,
+                reason,
+            } => write!(f, "device {user} failed to register: {reason}"),
+            Entry::GatewayState { gateway, state } => write!(f, "gateway {gateway}: {state}"),
+            Entry::Recorded { path, ms } => write!(f, "recorded {ms} ms to {path}"),
+            Entry::CallEnded { call, cause } => write!(f, "call {call} ended: {cause}"),
+            Entry::XmlCurl { section, outcome } => {
+                write!(f, "xml_curl {section} lookup: {outcome}")
+            }
+        }
     }
 }

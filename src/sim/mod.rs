@@ -12,6 +12,7 @@
 //! carries on with the others.
 
 mod api;
+mod bridge;
 pub mod calls;
 mod conn;
 pub mod event;
@@ -19,6 +20,7 @@ mod flow;
 mod inbound;
 pub mod log;
 pub mod scenario;
+pub mod sofia;
 pub mod subscription;
 pub mod xml_curl;
 
@@ -33,6 +35,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch, Notify};
 
 pub use event::{Event, Format};
+pub use flow::{CallHandle, CallSummary};
 pub use log::{ConnKind, Entry, Log};
 pub use scenario::Scenario;
 
@@ -84,6 +87,9 @@ pub struct Config {
     pub log_events: bool,
     /// Where `record` resolves relative paths.
     pub recordings_dir: Option<PathBuf>,
+    /// The static dialplan's outbound socket (`host:port`), used when the xml endpoint has no
+    /// answer, as FreeSWITCH falls back to its static XML.
+    pub static_socket: Option<String>,
 }
 
 impl Default for Config {
@@ -102,6 +108,7 @@ impl Default for Config {
             hostname: "fsim".into(),
             log_events: true,
             recordings_dir: None,
+            static_socket: None,
         }
     }
 }
@@ -142,7 +149,6 @@ struct EslServer {
     stop: watch::Sender<Stop>,
 }
 
-#[allow(dead_code)] // TEMP: registrations and scenario are used by the call flows next
 pub(crate) struct Inner {
     config: Config,
     core_uuid: String,
@@ -156,9 +162,10 @@ pub(crate) struct Inner {
     /// The address the ESL server last listened on, so a restart reuses it.
     last_addr: Mutex<Option<SocketAddr>>,
     pub(crate) channels: Mutex<HashMap<String, Arc<calls::Channel>>>,
-    pub(crate) gateways: Mutex<BTreeMap<String, xml_curl::GatewayStatus>>,
-    pub(crate) registrations: Mutex<BTreeMap<String, xml_curl::Registration>>,
+    pub(crate) gateways: Mutex<BTreeMap<String, sofia::GatewayStatus>>,
+    pub(crate) registrations: Mutex<BTreeMap<String, sofia::Registration>>,
     pub(crate) scenario: Mutex<Scenario>,
+    pub(crate) gateway_tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     sessions_since_start: AtomicU64,
 }
 
@@ -194,6 +201,7 @@ impl Sim {
             gateways: Mutex::new(BTreeMap::new()),
             registrations: Mutex::new(BTreeMap::new()),
             scenario: Mutex::new(scenario),
+            gateway_tasks: Mutex::new(HashMap::new()),
             sessions_since_start: AtomicU64::new(0),
             config,
         });
@@ -245,6 +253,13 @@ impl Sim {
             let _ = server.stop.send(how);
         }
         lock(&self.inner.listeners).clear();
+        if how == Stop::Abrupt {
+            // A crashed FreeSWITCH takes its calls with it, without hangup events.
+            let channels: Vec<_> = lock(&self.inner.channels).drain().map(|(_, c)| c).collect();
+            for channel in channels {
+                channel.crash();
+            }
+        }
     }
 
     /// Listens again on the address used before, so clients reconnect to the same place.
@@ -273,10 +288,55 @@ impl Sim {
         Ok(())
     }
 
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
     /// Starts the scenario in the background: devices register, gateways go through their
     /// states, calls are placed at their times.
     pub fn run_scenario(&self) {
         flow::run_scenario(Arc::clone(&self.inner));
+    }
+
+    /// A phone REGISTERs: the directory is asked through the xml endpoint (when configured)
+    /// and the digest checked against its `password` or `a1-hash`.
+    pub async fn register(
+        &self,
+        extension: &str,
+        password: &str,
+    ) -> Result<(), sofia::RegisterError> {
+        sofia::register(&self.inner, extension, password).await
+    }
+
+    /// The phone unregisters (sofia::unregister); false when it was not registered.
+    pub fn unregister(&self, extension: &str) -> bool {
+        sofia::unregister(&self.inner, extension)
+    }
+
+    /// The registration expires (sofia::expire); false when it was not registered.
+    pub fn expire(&self, extension: &str) -> bool {
+        sofia::expire(&self.inner, extension)
+    }
+
+    pub fn is_registered(&self, extension: &str) -> bool {
+        lock(&self.inner.registrations).contains_key(extension)
+    }
+
+    /// Adds a gateway and runs its registration states in the background.
+    pub fn start_gateway(&self, gateway: scenario::Gateway) {
+        sofia::start_gateway(&self.inner, gateway);
+    }
+
+    /// `killgw`: DOWN, then gateway_delete.
+    pub fn kill_gateway(&self, name: &str) -> bool {
+        sofia::kill_gateway(&self.inner, name)
+    }
+
+    /// The current state of a gateway (REGED, FAIL_WAIT, ...).
+    pub fn gateway_state(&self, name: &str) -> Option<String> {
+        lock(&self.inner.gateways)
+            .get(name)
+            .map(|g| g.state.clone())
     }
 
     /// A new event with FreeSWITCH's core headers (name, Core-UUID, host, dates, sequence).
@@ -470,9 +530,12 @@ impl Inner {
         self.emit(event);
     }
 
-    #[allow(dead_code)] // TEMP
     pub(crate) fn count_session(&self) {
         self.sessions_since_start.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stop_signal(&self) -> Option<watch::Receiver<Stop>> {
+        lock(&self.esl).as_ref().map(|s| s.stop.subscribe())
     }
 }
 
