@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::number::{display, normalize, Region};
 use super::vcard::{parse_file, BadCard, ParsedPhone};
@@ -66,15 +67,96 @@ impl fmt::Display for Duplicate {
     }
 }
 
+/// The cards of one `.vcf` file with their numbers normalised: the costly part of loading,
+/// shared between snapshots while the file does not change.
+#[derive(Debug)]
+pub struct ContactFile {
+    cards: Vec<ContactCard>,
+    bad_cards: Vec<BadCard>,
+}
+
+impl ContactFile {
+    /// Parses one file; numbers written without a country code are read in `region`.
+    pub fn parse(path: &str, text: &str, region: Region) -> ContactFile {
+        ContactFile::parse_with(path, text, &mut |raw| {
+            normalize(raw, region).map(|number| number.e164)
+        })
+    }
+
+    /// Parses one file with `to_e164` turning a written number into E.164 (`None` when it is
+    /// not a phone number), so a caller can remember numbers it has already normalised.
+    pub fn parse_with(
+        path: &str,
+        text: &str,
+        to_e164: &mut dyn FnMut(&str) -> Option<String>,
+    ) -> ContactFile {
+        let (parsed, bad_cards) = parse_file(path, text);
+        let cards = parsed
+            .into_iter()
+            .map(|card| normalized_card(card, to_e164))
+            .collect();
+        ContactFile { cards, bad_cards }
+    }
+
+    pub fn cards(&self) -> &[ContactCard] {
+        &self.cards
+    }
+
+    pub fn bad_cards(&self) -> &[BadCard] {
+        &self.bad_cards
+    }
+}
+
+fn normalized_card(
+    card: super::ParsedCard,
+    to_e164: &mut dyn FnMut(&str) -> Option<String>,
+) -> ContactCard {
+    let uid = card.uid.clone().unwrap_or_else(|| {
+        let stem = card
+            .file
+            .rsplit('/')
+            .next()
+            .unwrap_or(&card.file)
+            .trim_end_matches(".vcf");
+        format!("{stem}-{}", card.position)
+    });
+    let mut numbers = Vec::with_capacity(card.phones.len());
+    for phone in &card.phones {
+        match to_e164(&phone.raw) {
+            Some(e164) => {
+                if !numbers.contains(&e164) {
+                    numbers.push(e164);
+                }
+            }
+            // Extensions and service codes stay on the card as written, unindexed.
+            None => numbers.push(phone.raw.clone()),
+        }
+    }
+    ContactCard {
+        contact: Contact {
+            uid,
+            name: card.name,
+            groups: card.groups,
+            language: card.language,
+            numbers,
+        },
+        nickname: card.nickname,
+        org: card.org,
+        phones: card.phones,
+        file: card.file,
+        position: card.position,
+    }
+}
+
 /// Every contact of one commit, indexed by number.
 #[derive(Debug)]
 pub struct ContactBook {
     region: Region,
-    cards: Vec<ContactCard>,
-    /// E.164 -> index in `cards`.
-    by_number: HashMap<String, u32>,
+    /// In path order.
+    files: Vec<Arc<ContactFile>>,
+    /// E.164 -> (index in `files`, index in that file's cards).
+    by_number: HashMap<String, (u32, u32)>,
     duplicates: Vec<Duplicate>,
-    bad_cards: Vec<BadCard>,
 }
 
 impl ContactBook {
@@ -82,10 +164,9 @@ impl ContactBook {
     pub fn new(region: Region) -> ContactBook {
         ContactBook {
             region,
-            cards: Vec::new(),
+            files: Vec::new(),
             by_number: HashMap::new(),
             duplicates: Vec::new(),
-            bad_cards: Vec::new(),
         }
     }
 
@@ -95,69 +176,50 @@ impl ContactBook {
         files: impl IntoIterator<Item = (&'a str, &'a str)>,
         region: Region,
     ) -> ContactBook {
-        let mut files: Vec<(&str, &str)> = files.into_iter().collect();
-        files.sort_by(|a, b| a.0.cmp(b.0));
-        let mut book = ContactBook::new(region);
-        for (path, text) in files {
-            let (cards, bad) = parse_file(path, text);
-            book.bad_cards.extend(bad);
-            for card in cards {
-                book.add(card);
-            }
-        }
-        book
+        ContactBook::from_parsed(
+            files.into_iter().map(|(path, text)| {
+                (
+                    path.to_owned(),
+                    Arc::new(ContactFile::parse(path, text, region)),
+                )
+            }),
+            region,
+        )
     }
 
-    fn add(&mut self, card: super::ParsedCard) {
-        let index = self.cards.len() as u32;
-        let uid = card.uid.clone().unwrap_or_else(|| {
-            let stem = card
-                .file
-                .rsplit('/')
-                .next()
-                .unwrap_or(&card.file)
-                .trim_end_matches(".vcf");
-            format!("{stem}-{}", card.position)
-        });
-        let mut numbers = Vec::with_capacity(card.phones.len());
-        for phone in &card.phones {
-            match normalize(&phone.raw, self.region) {
-                Some(number) => {
-                    if !numbers.contains(&number.e164) {
-                        numbers.push(number.e164);
+    /// Indexes files parsed earlier (see [`ContactFile::parse`]), in path order.
+    pub fn from_parsed(
+        files: impl IntoIterator<Item = (String, Arc<ContactFile>)>,
+        region: Region,
+    ) -> ContactBook {
+        let mut files: Vec<(String, Arc<ContactFile>)> = files.into_iter().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut book = ContactBook::new(region);
+        for (file_index, (_, file)) in files.iter().enumerate() {
+            for (card_index, card) in file.cards.iter().enumerate() {
+                for number in card.contact.numbers.iter().filter(|n| n.starts_with('+')) {
+                    match book.by_number.get(number) {
+                        Some(&(owner_file, owner_card)) => {
+                            let owner = &files[owner_file as usize].1.cards[owner_card as usize];
+                            // The same number twice on one card is not a conflict.
+                            if !std::ptr::eq(owner, card) {
+                                book.duplicates.push(Duplicate {
+                                    number: number.clone(),
+                                    kept: owner.reference(),
+                                    ignored: card.reference(),
+                                });
+                            }
+                        }
+                        None => {
+                            book.by_number
+                                .insert(number.clone(), (file_index as u32, card_index as u32));
+                        }
                     }
                 }
-                // Extensions and service codes stay on the card as written, unindexed.
-                None => numbers.push(phone.raw.clone()),
             }
         }
-        let loaded = ContactCard {
-            contact: Contact {
-                uid,
-                name: card.name,
-                groups: card.groups,
-                language: card.language,
-                numbers,
-            },
-            nickname: card.nickname,
-            org: card.org,
-            phones: card.phones,
-            file: card.file,
-            position: card.position,
-        };
-        for number in loaded.contact.numbers.iter().filter(|n| n.starts_with('+')) {
-            match self.by_number.get(number) {
-                Some(&owner) => self.duplicates.push(Duplicate {
-                    number: number.clone(),
-                    kept: self.cards[owner as usize].reference(),
-                    ignored: loaded.reference(),
-                }),
-                None => {
-                    self.by_number.insert(number.clone(), index);
-                }
-            }
-        }
-        self.cards.push(loaded);
+        book.files = files.into_iter().map(|(_, file)| file).collect();
+        book
     }
 
     /// The card owning `number`, written in any form (E.164, national, `tel:` URI, with
@@ -165,13 +227,17 @@ impl ContactBook {
     pub fn lookup(&self, number: &str) -> Option<&ContactCard> {
         let trimmed = number.trim();
         if is_e164(trimmed) {
-            if let Some(&index) = self.by_number.get(trimmed) {
-                return self.cards.get(index as usize);
+            if let Some(&found) = self.by_number.get(trimmed) {
+                return self.card_at(found);
             }
         }
         let normalized = normalize(trimmed, self.region)?;
-        let index = *self.by_number.get(normalized.e164.as_str())?;
-        self.cards.get(index as usize)
+        let found = *self.by_number.get(normalized.e164.as_str())?;
+        self.card_at(found)
+    }
+
+    fn card_at(&self, (file, card): (u32, u32)) -> Option<&ContactCard> {
+        self.files.get(file as usize)?.cards.get(card as usize)
     }
 
     /// The contact owning `number`, as the rules see it.
@@ -181,7 +247,7 @@ impl ContactBook {
 
     /// The card with this UID.
     pub fn by_uid(&self, uid: &str) -> Option<&ContactCard> {
-        self.cards.iter().find(|card| card.contact.uid == uid)
+        self.cards().find(|card| card.contact.uid == uid)
     }
 
     pub fn region(&self) -> Region {
@@ -189,8 +255,8 @@ impl ContactBook {
     }
 
     /// Every card, in load order.
-    pub fn cards(&self) -> &[ContactCard] {
-        &self.cards
+    pub fn cards(&self) -> impl Iterator<Item = &ContactCard> {
+        self.files.iter().flat_map(|file| file.cards.iter())
     }
 
     /// Numbers written on more than one card.
@@ -199,16 +265,16 @@ impl ContactBook {
     }
 
     /// Cards that could not be read and were skipped.
-    pub fn bad_cards(&self) -> &[BadCard] {
-        &self.bad_cards
+    pub fn bad_cards(&self) -> impl Iterator<Item = &BadCard> {
+        self.files.iter().flat_map(|file| file.bad_cards.iter())
     }
 
     pub fn len(&self) -> usize {
-        self.cards.len()
+        self.files.iter().map(|file| file.cards.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cards.is_empty()
+        self.len() == 0
     }
 
     /// How many numbers are indexed.

@@ -10,7 +10,7 @@ mod book;
 pub mod number;
 mod vcard;
 
-pub use book::{CardRef, ContactBook, ContactCard, Duplicate};
+pub use book::{CardRef, ContactBook, ContactCard, ContactFile, Duplicate};
 pub use vcard::{parse_file, BadCard, ParsedCard, ParsedPhone};
 
 use serde::{Deserialize, Serialize};

@@ -84,7 +84,9 @@ impl GreetingStore {
                 .map_err(|error| io::Error::other(error.message().to_owned()))?;
             let file_name = format!("{id}.wav");
             let target = self.dir.join(&file_name);
-            if !target.exists() {
+            let complete =
+                fs::metadata(&target).is_ok_and(|meta| meta.len() == file.bytes.len() as u64);
+            if !complete {
                 write_once(&self.dir, &target, &file.bytes)?;
             }
             let name = file.path[GREETINGS_FOLDER.len()..].to_owned();

@@ -7,6 +7,7 @@
 //! Invariant: a bad commit never replaces a good snapshot; it is journaled once with the
 //! commit, file, line and reason, and the next good commit goes live normally.
 
+mod create;
 mod greetings;
 mod phone;
 mod remote;
@@ -14,10 +15,11 @@ mod snapshot;
 mod tree;
 mod watcher;
 
+pub use create::{create_repo, DEMO_FILES};
 pub use greetings::{BadGreeting, GreetingIndex, GreetingStore, GREETINGS_FOLDER};
 pub use phone::{DeviceConfig, DidConfig, PhoneConfig, PhoneConfigError, KNOWN_CODECS};
-pub use snapshot::{Loader, Problem, Refusal, Snapshot};
-pub use tree::{read_commit, CommitFiles, RepoFile, TreeError};
+pub use snapshot::{CheckReport, Loader, Problem, Refusal, Snapshot};
+pub use tree::{read_commit, read_worktree, CommitFiles, RepoFile, TreeError};
 pub use watcher::{Outcome, RepoHandle, Watcher};
 
 use std::path::PathBuf;
@@ -25,7 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The `repo` section of the settings file (which repo and branch to follow).
+/// The `repo` section of the settings file (which repo and branch to follow). Where greetings
+/// are exported and the default region are top-level settings, handed to the [`Loader`].
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RepoSettings {
@@ -40,8 +43,6 @@ pub struct RepoSettings {
     pub poll_interval_ms: u64,
     /// How often `remote` is fetched (milliseconds).
     pub fetch_interval_ms: u64,
-    /// Where greetings are exported for FreeSWITCH to play.
-    pub greetings_dir: PathBuf,
 }
 
 impl Default for RepoSettings {
@@ -52,7 +53,6 @@ impl Default for RepoSettings {
             remote: None,
             poll_interval_ms: 500,
             fetch_interval_ms: 30_000,
-            greetings_dir: PathBuf::from("greetings"),
         }
     }
 }
@@ -74,7 +74,7 @@ pub enum Error {
     Tree(#[from] TreeError),
     #[error("{0}")]
     Refused(Refusal),
-    #[error("{path}: cannot open the phone repo: {source}")]
+    #[error("{path}: cannot open the phone repo (create one with `patchbay init`): {source}")]
     Open { path: PathBuf, source: git2::Error },
     #[error("{dir}: cannot export greetings (check that the folder is writable): {source}")]
     Export {
@@ -85,4 +85,20 @@ pub enum Error {
     Thread(std::io::Error),
     #[error("commit {commit}: not live after {waited:?} (is the watcher running?)")]
     Timeout { commit: String, waited: Duration },
+}
+
+/// Why a new phone repo could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0}: the folder is not empty (give a new or empty folder)")]
+    NotEmpty(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot create the git repository: {source}")]
+    Git { path: PathBuf, source: git2::Error },
+    #[error("{0}: not a relative path inside the repo")]
+    BadPath(String),
 }

@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use crate::contacts::number::Region;
-use crate::contacts::{Contact, ContactBook};
+use git2::{ObjectType, Oid};
+
+use crate::contacts::number::{normalize, Region};
+use crate::contacts::{Contact, ContactBook, ContactFile};
 use crate::rules::{Resources, RuleSet, Source, SourceFile};
 
 use super::greetings::{GreetingIndex, GreetingStore};
@@ -16,6 +18,12 @@ const RULES_FOLDER: &str = "rules/";
 const CONTACTS_FOLDER: &str = "contacts/";
 const TEMPLATES_FOLDER: &str = "templates/";
 const PHONE_CONFIG: &str = "phone.toml";
+
+/// Past this many remembered numbers the cache starts over (address books that churn).
+const NUMBER_CACHE_LIMIT: usize = 100_000;
+
+/// Parsed contact files by path and blob id.
+type ContactCache = HashMap<(String, Oid), Arc<ContactFile>>;
 
 /// Everything one commit says about how calls are handled. Never changes once built; a call
 /// keeps the `Arc<Snapshot>` it started with while newer commits go live.
@@ -95,6 +103,9 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.is_empty() {
+            return f.write_str(&self.message);
+        }
         f.write_str(&self.file)?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
@@ -135,6 +146,12 @@ pub struct Loader {
     region: Region,
     /// `None` checks greetings without exporting them (`patchbay check`).
     greetings: Option<Arc<GreetingStore>>,
+    /// Contact files of the last load by path and content: parsing and normalising numbers
+    /// is most of a load, and most commits change one file or none.
+    contact_cache: Arc<Mutex<ContactCache>>,
+    /// Numbers as written -> E.164, kept across loads: normalising is the slow part of
+    /// parsing, and a re-exported address book mostly repeats the numbers it had.
+    number_cache: Arc<Mutex<HashMap<String, Option<String>>>>,
 }
 
 impl Loader {
@@ -147,7 +164,56 @@ impl Loader {
             default_rules,
             region,
             greetings,
+            contact_cache: Arc::default(),
+            number_cache: Arc::default(),
         }
+    }
+
+    /// Every `contacts/**.vcf` of the commit, reusing the parse of files that did not change.
+    /// Bytes that are not UTF-8 are replaced, so a card with one odd character still loads.
+    fn contact_book(&self, files: &CommitFiles) -> ContactBook {
+        let mut cache = self
+            .contact_cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let mut previous = std::mem::take(&mut *cache);
+        let mut numbers = self
+            .number_cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if numbers.len() > NUMBER_CACHE_LIMIT {
+            numbers.clear();
+        }
+        let region = self.region;
+        let mut to_e164 = |raw: &str| -> Option<String> {
+            if let Some(known) = numbers.get(raw) {
+                return known.clone();
+            }
+            let e164 = normalize(raw, region).map(|number| number.e164);
+            numbers.insert(raw.to_owned(), e164.clone());
+            e164
+        };
+        let mut parsed = Vec::new();
+        for file in files.files.iter().filter(|file| {
+            file.path.starts_with(CONTACTS_FOLDER)
+                && file.path.to_ascii_lowercase().ends_with(".vcf")
+        }) {
+            let key = Oid::hash_object(ObjectType::Blob, &file.bytes)
+                .ok()
+                .map(|id| (file.path.clone(), id));
+            let contact_file = key
+                .as_ref()
+                .and_then(|key| previous.remove(key))
+                .unwrap_or_else(|| {
+                    let text = String::from_utf8_lossy(&file.bytes);
+                    Arc::new(ContactFile::parse_with(&file.path, &text, &mut to_e164))
+                });
+            if let Some(key) = key {
+                cache.insert(key, Arc::clone(&contact_file));
+            }
+            parsed.push((file.path.clone(), contact_file));
+        }
+        ContactBook::from_parsed(parsed, self.region)
     }
 
     pub fn greeting_store(&self) -> Option<&Arc<GreetingStore>> {
@@ -261,19 +327,7 @@ impl Loader {
             }
         };
 
-        let vcards: Vec<(&str, std::borrow::Cow<'_, str>)> = files
-            .files
-            .iter()
-            .filter(|file| {
-                file.path.starts_with(CONTACTS_FOLDER)
-                    && file.path.to_ascii_lowercase().ends_with(".vcf")
-            })
-            .map(|file| (file.path.as_str(), String::from_utf8_lossy(&file.bytes)))
-            .collect();
-        let contacts = ContactBook::from_files(
-            vcards.iter().map(|(path, text)| (*path, text.as_ref())),
-            self.region,
-        );
+        let contacts = self.contact_book(files);
 
         let greetings = match &self.greetings {
             Some(store) => store.export(&files.files).map_err(|source| Error::Export {
@@ -319,5 +373,72 @@ fn not_utf8(path: &str, bytes: &[u8], error: std::str::Utf8Error) -> Problem {
         line: Some(line),
         column: None,
         message: "not UTF-8 text (save the file as UTF-8)".to_owned(),
+    }
+}
+
+/// Everything `patchbay check` tells the person about one commit (or working tree).
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// The commit checked; empty for a working tree.
+    pub commit: String,
+    /// Problems that refuse the commit.
+    pub problems: Vec<Problem>,
+    /// Cards that would be skipped.
+    pub bad_cards: Vec<crate::contacts::BadCard>,
+    /// Numbers on more than one card.
+    pub duplicates: Vec<crate::contacts::Duplicate>,
+    /// Cards that would load.
+    pub contact_count: usize,
+}
+
+impl CheckReport {
+    /// True when the commit would go live.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// One line per finding, ripgrep style (`file:line:col: message`), problems first.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
+        lines.extend(self.bad_cards.iter().map(ToString::to_string));
+        lines.extend(self.duplicates.iter().map(ToString::to_string));
+        lines
+    }
+}
+
+impl Loader {
+    /// Checks files without exporting anything: every problem that would refuse them, and
+    /// what would happen to the contacts.
+    pub fn check(&self, files: &CommitFiles) -> CheckReport {
+        let checker = Loader {
+            greetings: None,
+            ..self.clone()
+        };
+        let mut report = CheckReport {
+            commit: files.commit.clone(),
+            ..CheckReport::default()
+        };
+        match checker.load(files) {
+            Ok(snapshot) => {
+                let contacts = snapshot.contacts();
+                report.bad_cards = contacts.bad_cards().cloned().collect();
+                report.duplicates = contacts.duplicates().to_vec();
+                report.contact_count = contacts.len();
+            }
+            Err(Error::Refused(refusal)) => {
+                report.problems = refusal.problems;
+                let contacts = self.contact_book(files);
+                report.bad_cards = contacts.bad_cards().cloned().collect();
+                report.duplicates = contacts.duplicates().to_vec();
+                report.contact_count = contacts.len();
+            }
+            Err(other) => report.problems.push(Problem {
+                file: String::new(),
+                line: None,
+                column: None,
+                message: other.to_string(),
+            }),
+        }
+        report
     }
 }

@@ -22,6 +22,11 @@ pub struct CommitFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
+    #[error("{path}: cannot read: {source}")]
+    Worktree {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a git repository (run `patchbay init` to create a phone repo): {source}")]
     Open { path: PathBuf, source: git2::Error },
     #[error("{path}: cannot resolve {rev}: {source}")]
@@ -64,6 +69,55 @@ pub fn read_commit(
     })?;
     Ok(CommitFiles {
         commit: commit.id().to_string(),
+        files,
+    })
+}
+
+/// The files of a working folder as they are on disk (`patchbay check --worktree`), in the
+/// same shape as a commit's; `.git` and hidden files are skipped. `commit` is empty.
+pub fn read_worktree(root: &Path) -> Result<CommitFiles, TreeError> {
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|source| TreeError::Worktree {
+            path: folder.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| TreeError::Worktree {
+                path: folder.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let kind = entry.file_type().map_err(|source| TreeError::Worktree {
+                path: path.clone(),
+                source,
+            })?;
+            if kind.is_dir() {
+                folders.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).map_err(|source| TreeError::Worktree {
+                    path: path.clone(),
+                    source,
+                })?;
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                let name: Vec<String> = relative
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                files.push(RepoFile {
+                    path: name.join("/"),
+                    bytes,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(CommitFiles {
+        commit: String::new(),
         files,
     })
 }
@@ -152,6 +206,10 @@ mod tests {
         );
         let all = read_commit(dir.path(), "HEAD", &[]).unwrap();
         assert_eq!(all.files.len(), 2);
+        let worktree = read_worktree(dir.path()).unwrap();
+        assert_eq!(worktree.files.len(), 2);
+        assert_eq!(worktree.files[1].path, "rules/10-a.rhai");
+        assert_eq!(worktree.files[1].bytes, b"// edited");
     }
 
     #[test]

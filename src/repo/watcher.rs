@@ -96,6 +96,17 @@ impl RepoHandle {
         }
     }
 
+    /// The most recent commit handled and what became of it (e.g. to email a refusal).
+    pub fn last_outcome(&self) -> Option<(String, Outcome)> {
+        let outcomes = self.outcomes.lock().unwrap_or_else(|p| p.into_inner());
+        outcomes.back().cloned()
+    }
+
+    /// Changes each time a commit has been handled; pair with [`RepoHandle::last_outcome`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.processed.clone()
+    }
+
     fn outcome_of(&self, commit: &str) -> Option<Outcome> {
         if commit.len() < 7 {
             return None;
@@ -339,15 +350,25 @@ impl Follower {
                         contacts.duplicates().len()
                     ));
                 }
-                let skipped: Vec<String> = contacts
-                    .bad_cards()
+                let warnings: Vec<String> = snapshot
+                    .rules()
+                    .warnings()
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|warning| {
+                        format!(
+                            "phone repo: commit {}: warning: {warning}",
+                            snapshot.short_commit()
+                        )
+                    })
                     .collect();
+                let skipped: Vec<String> = contacts.bad_cards().map(ToString::to_string).collect();
                 self.handle.current.store(Arc::new(snapshot));
                 self.journal.write(line);
                 for card in skipped {
                     self.journal.write(format!("phone repo: {card}"));
+                }
+                for warning in warnings {
+                    self.journal.write(warning);
                 }
                 if let Some(store) = self.loader.greeting_store() {
                     if let Err(error) = store.clean() {

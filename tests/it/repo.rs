@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use git2::{Repository, RepositoryInitOptions, Signature};
+use patchbay::calls::{Call, Origin};
 use patchbay::contacts::number::Region;
 use patchbay::journal::Journal;
 use patchbay::repo::{
-    read_commit, GreetingStore, Loader, Outcome, RepoHandle, RepoSettings, Watcher,
+    create_repo, read_commit, read_worktree, GreetingStore, Loader, Outcome, RepoHandle,
+    RepoSettings, Watcher, DEMO_FILES,
 };
-use patchbay::rules::{Resources, RuleSet, Source, SourceFile};
+use patchbay::rules::{Resources, SharedResources};
 
 /// A working repo on branch `main` where the test plays the person committing.
 struct PersonRepo {
@@ -126,10 +128,6 @@ fn start(settings: RepoSettings, region: &str) -> Running {
     let store = Arc::new(GreetingStore::new(&greetings_dir).unwrap());
     let loader = Loader::new(Vec::new(), Region::parse(region).unwrap(), Some(store));
     let journal = Journal::in_memory(chrono_tz::UTC);
-    let settings = RepoSettings {
-        greetings_dir: greetings_dir.clone(),
-        ..settings
-    };
     let watcher = Watcher::start(&settings, loader, journal.clone(), pending()).unwrap();
     Running {
         watcher,
@@ -317,24 +315,85 @@ async fn a_bad_commit_keeps_the_old_snapshot_and_the_next_good_one_goes_live() {
     assert_eq!(running.lines_with(&bad_wav[..7]).len(), 1);
 }
 
-/// True once branch `rules` has landed the real engine (the stub accepts everything).
-fn rules_engine_is_real() -> bool {
-    RuleSet::compile(&[SourceFile {
-        source: Source::PhoneRepo,
-        path: "rules/probe.rhai".into(),
-        text: "rule(#{ id: \"x\", ".into(),
-    }])
-    .is_err()
+/// An inbound call from `number` to the person's DID, as the call flow builds it from the
+/// live snapshot.
+fn call_from(snapshot: &patchbay::repo::Snapshot, number: &str) -> Call {
+    Call {
+        uuid: "a1b2c3d4-0001".into(),
+        origin: Origin::External,
+        peer_number: number.into(),
+        caller_id_name: "CALLER".into(),
+        caller_id_number: number.into(),
+        destination_number: "+15145550100".into(),
+        did: Some("+15145550100".into()),
+        country: Some("CA".into()),
+        location: Some("CA-QC".into()),
+        contact: snapshot.contact(number),
+        local_time: chrono::NaiveDate::from_ymd_opt(2026, 11, 24)
+            .and_then(|day| day.and_hms_opt(14, 30, 0))
+            .unwrap(),
+        device_count: 2,
+        busy: false,
+        state: "ringing".into(),
+        hangup_cause: None,
+    }
 }
 
-/// Needs the real rules engine: it returns early (and says so) while `rules::RuleSet` is the
-/// stub that accepts everything.
+#[tokio::test]
+async fn a_commit_changes_the_next_call_decision_within_a_second() {
+    let family_rule = |delay: u32| {
+        format!(
+            "rule(#{{\n    id: \"family\",\n    rule: #{{ contact_groups: \"family\" }},\n    properties: #{{ voicemail_delay: {delay}, voicemail: |call, props| greeting(\"away\") }},\n}});\n"
+        )
+    };
+    let mom = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Claire Roy\r\nUID:mom\r\nCATEGORIES:family\r\nTEL:514-555-0142\r\nEND:VCARD\r\n";
+    let person = PersonRepo::new();
+    let mom_audio = wav(330.0, 200);
+    let first = person.commit(
+        &[
+            ("rules/10-family.rhai", Some(family_rule(40).as_bytes())),
+            ("contacts/family.vcf", Some(mom.as_bytes())),
+            ("greetings/away.wav", Some(&wav(440.0, 200))),
+            ("greetings/contacts/mom.wav", Some(&mom_audio)),
+        ],
+        "family rings longer",
+    );
+    let running = start(local(&person, 500), "CA");
+    let handle = running.handle();
+    let snapshot = handle.wait_live(&first, SECOND).await.unwrap();
+    let resources: SharedResources = snapshot.clone();
+    let decision = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "+15145550142"), &resources);
+    assert_eq!(decision.voicemail_delay(), Some(40));
+    let greeting = decision.voicemail_greeting().unwrap().to_owned();
+    assert_eq!(
+        std::fs::read(&greeting).unwrap(),
+        mom_audio,
+        "Mom hears her own greeting"
+    );
+
+    let committed_at = Instant::now();
+    let second = person.commit(
+        &[("rules/10-family.rhai", Some(family_rule(15).as_bytes()))],
+        "shorter",
+    );
+    let snapshot = handle.wait_live(&second, SECOND).await.unwrap();
+    assert!(committed_at.elapsed() < SECOND);
+    let resources: SharedResources = snapshot.clone();
+    let decision = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "514 555 0142"), &resources);
+    assert_eq!(decision.voicemail_delay(), Some(15));
+    // A stranger is not family: the rule does not apply.
+    let stranger = snapshot
+        .rules()
+        .decide(&call_from(&snapshot, "+15145550999"), &resources);
+    assert_ne!(stranger.voicemail_delay(), Some(15));
+}
+
 #[tokio::test]
 async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
-    if !rules_engine_is_real() {
-        eprintln!("skipped: the rules engine is still the stub that accepts everything");
-        return;
-    }
     let person = PersonRepo::new();
     let good = person.commit(
         &[(
@@ -359,7 +418,20 @@ async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
     assert_eq!(handle.snapshot().commit(), good);
     let lines = running.lines_with(&bad[..7]);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("rules/20-night.rhai:"), "{}", lines[0]);
+    // The file ends inside the map opened on line 3: the parser reports the line after it.
+    assert!(
+        lines[0].contains(&format!(
+            "commit {} refused: rules/20-night.rhai:4:1: ",
+            &bad[..7]
+        )),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains(&format!("still running commit {}", &good[..7])),
+        "{}",
+        lines[0]
+    );
     let fixed = person.commit(&[("rules/20-night.rhai", None)], "revert");
     handle.wait_live(&fixed, SECOND).await.unwrap();
 }
@@ -368,12 +440,12 @@ async fn a_rule_that_does_not_compile_refuses_the_commit_with_file_and_line() {
 /// file, folded lines, quoted-printable names, `tel:` URIs, 2.1-style bare TYPE parameters.
 fn address_book(malformed: bool) -> Vec<(String, String)> {
     let mut files = Vec::new();
-    for file in 0..40 {
+    for file in 0..40u32 {
         let mut text = String::new();
         for card in 0..50 {
             let n = file * 50 + card;
             // 555-01xx numbers are fictional; spread the rest over 438 and 450.
-            let area = if n % 2 == 0 { 438 } else { 450 };
+            let area = if n.is_multiple_of(2) { 438 } else { 450 };
             let line = 1000 + n;
             match n % 4 {
                 0 => text.push_str(&format!(
@@ -441,8 +513,8 @@ async fn a_2000_contact_book_in_mixed_formats_resolves_every_written_form() {
         "paris"
     );
     // Every generated card is found by its number, whichever form its file used.
-    for n in [0, 1, 2, 3, 998, 1999] {
-        let area = if n % 2 == 0 { 438 } else { 450 };
+    for n in [0u32, 1, 2, 3, 998, 1999] {
+        let area = if n.is_multiple_of(2) { 438 } else { 450 };
         let contact = snapshot
             .contact(&format!("{area}-555-{}", 1000 + n))
             .unwrap_or_else(|| panic!("person {n}"));
@@ -616,4 +688,210 @@ async fn a_remote_is_fetched_and_an_outage_is_journaled_once() {
     handle.wait_live(&third, 2 * SECOND).await.unwrap();
     assert_eq!(running.lines_with("works again").len(), 1);
     assert_eq!(running.lines_with("cannot fetch").len(), 1);
+}
+
+#[test]
+fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
+    // Every file of data/demo-repo is built into the binary.
+    let on_disk =
+        read_worktree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-repo")).unwrap();
+    let mut built_in: Vec<&str> = DEMO_FILES.iter().map(|(path, _)| *path).collect();
+    built_in.sort_unstable();
+    let on_disk_paths: Vec<&str> = on_disk
+        .files
+        .iter()
+        .map(|file| file.path.as_str())
+        .collect();
+    assert_eq!(built_in, on_disk_paths);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo");
+    let commit = create_repo(&path, DEMO_FILES, "demo").unwrap();
+    let files = read_commit(&path, "main", &[]).unwrap();
+    assert_eq!(files.commit, commit);
+    let store = Arc::new(GreetingStore::new(dir.path().join("export")).unwrap());
+    let loader = Loader::new(Vec::new(), Region::parse("CA").unwrap(), Some(store));
+    let report = loader.check(&files);
+    assert!(
+        report.is_ok() && report.lines().is_empty(),
+        "{:?}",
+        report.lines()
+    );
+    let snapshot = loader.load(&files).unwrap();
+
+    let mom = snapshot.contact("514 555 0142").unwrap();
+    assert_eq!(
+        (mom.uid.as_str(), mom.groups.as_slice()),
+        ("mom", &["family".to_owned()][..])
+    );
+    assert_eq!(snapshot.contact("(450) 555-0177").unwrap().uid, "mom");
+    let mom_greeting = snapshot
+        .greeting("away", Some("en"), Some(&mom.uid))
+        .unwrap();
+    let mom_audio = DEMO_FILES
+        .iter()
+        .find(|(path, _)| *path == "greetings/contacts/mom.wav")
+        .unwrap()
+        .1;
+    assert_eq!(std::fs::read(mom_greeting).unwrap(), mom_audio);
+
+    let marie = snapshot.contact("+33 6 12 34 56 78").unwrap();
+    assert_eq!(marie.language.as_deref(), Some("fr"));
+    let busy = snapshot
+        .greeting("busy", marie.language.as_deref(), Some(&marie.uid))
+        .unwrap();
+    let french_busy = DEMO_FILES
+        .iter()
+        .find(|(path, _)| *path == "greetings/fr/busy.wav")
+        .unwrap()
+        .1;
+    assert_eq!(std::fs::read(busy).unwrap(), french_busy);
+
+    let phone = snapshot.phone();
+    assert_eq!(phone.devices["1000"].name.as_deref(), Some("desk"));
+    assert_eq!(phone.dids["+15145550100"].language.as_deref(), Some("fr"));
+    assert_eq!(phone.dids["+33123456789"].country.as_deref(), Some("FR"));
+    assert_eq!(phone.caller_id["fr"], "Sam Roy");
+}
+
+#[test]
+fn check_reports_refusals_skipped_cards_and_duplicates_without_exporting() {
+    let person = PersonRepo::new();
+    let commit = person.commit(
+        &[
+            (
+                "contacts/a.vcf",
+                Some(vcard("Ann", "ann", "+15145550155").as_bytes()),
+            ),
+            (
+                "contacts/b.vcf",
+                Some(
+                    format!(
+                        "{}BEGIN:VCARD\nVERSION:3.0\nEND:VCARD\n",
+                        vcard("Bea", "bea", "514 555 0155")
+                    )
+                    .as_bytes(),
+                ),
+            ),
+            ("phone.toml", Some(b"[dids.\"12\"]\n")),
+            (
+                "templates/voicemail.txt",
+                Some(b"Voicemail from {{ caller }}"),
+            ),
+        ],
+        "mixed",
+    );
+    let files = read_commit(person.path(), &commit, &[]).unwrap();
+    let report = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None).check(&files);
+    assert!(!report.is_ok());
+    assert_eq!(report.contact_count, 2);
+    let lines = report.lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("phone.toml:1:7: DID \"12\" is not a phone number"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        "contacts/b.vcf: card 2 skipped: it has no name (FN or N)"
+    );
+    assert!(lines[2].starts_with("+1 514-555-0155 is on two cards: contacts/a.vcf card 1 (Ann) gets the calls, contacts/b.vcf card 1 (Bea) is ignored"), "{}", lines[2]);
+
+    // Once fixed, the templates come with the snapshot.
+    let fixed = person.commit(&[("phone.toml", None)], "fix");
+    let files = read_commit(person.path(), &fixed, &[]).unwrap();
+    let snapshot = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None)
+        .load(&files)
+        .unwrap();
+    assert_eq!(
+        snapshot.template("voicemail.txt"),
+        Some("Voicemail from {{ caller }}")
+    );
+    assert_eq!(snapshot.template("missing.txt"), None);
+}
+
+#[test]
+fn unchanged_contact_files_are_shared_between_snapshots() {
+    let person = PersonRepo::new();
+    let first = person.commit(
+        &[
+            (
+                "contacts/a.vcf",
+                Some(vcard("Ann", "ann", "+15145550161").as_bytes()),
+            ),
+            (
+                "contacts/b.vcf",
+                Some(vcard("Bea", "bea", "514 555 0162").as_bytes()),
+            ),
+        ],
+        "first",
+    );
+    let second = person.commit(
+        &[(
+            "contacts/b.vcf",
+            Some(vcard("Beatrice", "bea", "514 555 0162").as_bytes()),
+        )],
+        "second",
+    );
+    let loader = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None);
+    let load = |commit: &str| {
+        loader
+            .load(&read_commit(person.path(), commit, &[]).unwrap())
+            .unwrap()
+    };
+    let (old, new) = (load(&first), load(&second));
+    let (old_ann, new_ann) = (
+        old.contacts().lookup("+15145550161").unwrap(),
+        new.contacts().lookup("+15145550161").unwrap(),
+    );
+    assert!(
+        std::ptr::eq(old_ann, new_ann),
+        "a.vcf did not change: its cards are shared"
+    );
+    assert_eq!(old.contact("+15145550162").unwrap().name, "Bea");
+    assert_eq!(new.contact("+15145550162").unwrap().name, "Beatrice");
+}
+
+#[tokio::test]
+async fn before_any_good_commit_the_default_rules_run_alone() {
+    let person = PersonRepo::new();
+    let running = start(local(&person, 50), "CA");
+    let handle = running.handle();
+    assert_eq!(handle.snapshot().commit(), "");
+    assert!(
+        handle.snapshot().rules().rule_ids().count() > 0,
+        "patchbay's defaults are loaded"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(running.lines_with("no commit on branch main yet").len(), 1);
+
+    let bad = person.commit(
+        &[("phone.toml", Some(b"[caller_id]\nfr = \"\"\n"))],
+        "bad first",
+    );
+    assert!(matches!(
+        handle.wait_for(&bad, SECOND).await.unwrap(),
+        Outcome::Refused(_)
+    ));
+    let lines = running.lines_with(&bad[..7]);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("phone.toml:2:6: caller ID name must be one non-empty line of text"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("still running patchbay's default rules"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(handle.snapshot().commit(), "");
+
+    let good = person.commit(
+        &[("phone.toml", Some(b"[caller_id]\nfr = \"Sam\"\n"))],
+        "good",
+    );
+    let live = handle.wait_live(&good, SECOND).await.unwrap();
+    assert_eq!(live.phone().caller_id["fr"], "Sam");
 }
