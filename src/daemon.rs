@@ -11,6 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -29,6 +30,9 @@ use crate::journal::Journal;
 use crate::repo::{GreetingStore, Loader, RepoHandle, Watcher};
 use crate::settings::Settings;
 use crate::spool::Spool;
+
+/// How long each part may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What tests, `demo` and `status` look at while the daemon runs.
 #[derive(Clone)]
@@ -107,8 +111,7 @@ impl Daemon {
             loader,
             journal.clone(),
             stopped(stop_receiver),
-        )
-        .with_context(|| format!("repo: {}", settings.repo.path.display()))?;
+        )?;
         let spool = Spool::new(
             settings.spool.clone(),
             settings.email.clone(),
@@ -242,15 +245,23 @@ impl Daemon {
 
         stop.await;
         let _ = stop_sender.send(true);
-        let _ = calls_task.await;
-        let _ = spool_task.await;
+        // Parts get a bounded time to finish what they are doing (a lookup, a spool step);
+        // calls in progress carry on in their own tasks until the process exits.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, calls_task).await;
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, spool_task).await;
         link_task.abort();
-        let xml_result = xml_task.await;
+        let xml_result = tokio::time::timeout(DRAIN_TIMEOUT, xml_task).await;
         drop(watcher);
         journal.write("patchbay stopped");
         match xml_result {
-            Ok(result) => result.map_err(anyhow::Error::from),
-            Err(join) => Err(anyhow::anyhow!("xml endpoint crashed: {join}")),
+            Ok(Ok(result)) => result.map_err(anyhow::Error::from),
+            Ok(Err(join)) => Err(anyhow::anyhow!("xml endpoint crashed: {join}")),
+            Err(_) => {
+                tracing::warn!(
+                    "xml endpoint: requests still running after {DRAIN_TIMEOUT:?}, dropped"
+                );
+                Ok(())
+            }
         }
     }
 }
