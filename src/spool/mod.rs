@@ -51,6 +51,9 @@ pub struct SpoolSettings {
     pub give_up_after_secs: u64,
     /// Keep finished jobs in `done/` instead of removing them.
     pub keep_done: bool,
+    /// How often the folder is looked at for jobs dropped in by another process, in
+    /// milliseconds (jobs submitted through [`Spool::submit`] start at once).
+    pub scan_interval_ms: u64,
 }
 
 impl Default for SpoolSettings {
@@ -61,6 +64,7 @@ impl Default for SpoolSettings {
             retry_max_ms: 10 * 60 * 1000,
             give_up_after_secs: 3 * 24 * 3600,
             keep_done: false,
+            scan_interval_ms: 30_000,
         }
     }
 }
@@ -294,7 +298,7 @@ impl Spool {
     /// One pass over the due jobs; returns how long to sleep before the next one.
     async fn pass(&self, outages: &mut Outages) -> Duration {
         let settings = &self.shared.settings;
-        let mut next_wake = Duration::from_secs(60);
+        let mut next_wake = Duration::from_millis(settings.scan_interval_ms.max(10));
         let ids = match self.pending() {
             Ok(ids) => ids,
             Err(error) => {
@@ -304,6 +308,8 @@ impl Spool {
         };
         // A step whose server failed in this pass is not tried again for the next jobs.
         let mut down: Vec<(Step, String)> = Vec::new();
+        // Steps that went through in this pass: their outage, if any, is over.
+        let mut worked: Vec<Step> = Vec::new();
         for id in ids {
             let folder = settings.path.join("jobs").join(&id);
             let now = Utc::now();
@@ -327,11 +333,15 @@ impl Spool {
             };
             match result {
                 Ok(()) => {
+                    worked.extend([Step::Email, Step::Calendar]);
                     if let Err(error) = self.finish(&id, &folder) {
                         tracing::error!("{error}");
                     }
                 }
                 Err((step, error, transient)) => {
+                    if step == Step::Calendar {
+                        worked.push(Step::Email);
+                    }
                     if transient && !down.iter().any(|(s, _)| *s == step) {
                         down.push((step, error.clone()));
                     }
@@ -345,7 +355,7 @@ impl Spool {
             }
         }
         for step in [Step::Email, Step::Calendar] {
-            if !down.iter().any(|(s, _)| *s == step) {
+            if worked.contains(&step) && !down.iter().any(|(s, _)| *s == step) {
                 self.report_recovery(outages, step);
             }
         }
