@@ -151,7 +151,8 @@ pub struct Composed {
     pub fallback: Option<String>,
 }
 
-/// Sends mails by SMTP or into the Maildir.
+/// Sends mails by SMTP or into the Maildir. Once it has sent by SMTP it holds lettre's
+/// connection pool, which must be dropped inside the tokio runtime.
 pub struct Mailer {
     settings: EmailSettings,
     transport: Transport,

@@ -616,6 +616,83 @@ async fn a_job_failing_past_the_limit_goes_to_dead_letters_and_the_journal() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_caldav_password_is_named_and_a_missing_calendar_is_created() {
+    let setup = Setup::new();
+    let _dav = setup.radicale();
+    // A direct collection URL that does not exist yet.
+    let collection = format!("http://127.0.0.1:{}/{USER}/phone-log/", setup.dav_port);
+    let calendar = |password: &str| CalendarSettings {
+        caldav: Some(CaldavSettings {
+            url: collection.clone(),
+            username: Some(USER.into()),
+            password: Secret::new(password),
+            calendar_name: "unused".into(),
+            timeout_secs: 5,
+        }),
+        ..CalendarSettings::default()
+    };
+    let maildir_only = EmailSettings {
+        maildir: setup.dir.path().join("Maildir"),
+        ..EmailSettings::default()
+    };
+    let mut missed = voicemail("missed-1", "Marie", None, 0);
+    missed.outcome = Outcome::Missed;
+
+    let journal = Journal::in_memory(chrono_tz::UTC);
+    let wrong = Spool::new(
+        setup.spool_settings(),
+        maildir_only.clone(),
+        &calendar("wrong-password"),
+        SttSettings::default(),
+        chrono_tz::UTC,
+        journal.clone(),
+    )
+    .unwrap();
+    wrong.submit(missed.clone(), None).await.unwrap();
+    let mut lines = journal.subscribe();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let wrong = wrong.clone();
+        tokio::spawn(async move {
+            wrong
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = stop.send(());
+    runner.await.unwrap();
+    assert!(
+        line.contains("calendar delivery is failing, retrying: calendar: ")
+            && line.contains("401 Unauthorized: check calendar.caldav.username and password"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong-password"), "{line}");
+    assert_eq!(wrong.pending().unwrap().len(), 1, "kept for a retry");
+
+    // Fixed settings: the same job goes through, into a calendar created at that URL.
+    let fixed = Spool::new(
+        setup.spool_settings(),
+        maildir_only,
+        &calendar(PASSWORD),
+        SttSettings::default(),
+        chrono_tz::UTC,
+        journal,
+    )
+    .unwrap();
+    drain(&fixed, Duration::from_secs(30)).await;
+    let events = events(&collection);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["summary"], "Missed call from Marie");
+    assert_eq!(mails(&setup.dir.path().join("Maildir")).len(), 1);
+}
+
 fn spool_child(settings: &Path) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_patchbay-spool"))
         .arg(settings)
