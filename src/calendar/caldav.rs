@@ -132,10 +132,19 @@ impl CalDav {
         Ok(found)
     }
 
-    /// Start URL is a calendar: use it. Else follow current-user-principal and
+    /// Start URL is a calendar: use it; nothing there: create the calendar. Else follow current-user-principal and
     /// calendar-home-set to the first calendar there; no calendar: create one.
     async fn discover(&self) -> Result<Uri, Error> {
-        let (url, start) = self.propfind(&self.start, 0).await?;
+        let (url, start) = match self.propfind(&self.start, 0).await {
+            Ok(found) => found,
+            // The URL names a calendar that does not exist yet: make it there.
+            Err(Error::Status { status, .. }) if status == StatusCode::NOT_FOUND => {
+                let collection = with_slash(&self.start);
+                self.make_calendar(&collection).await?;
+                return Ok(collection);
+            }
+            Err(error) => return Err(error),
+        };
         let Some(here) = start.first() else {
             return Err(Error::Discovery {
                 url: self.start.to_string(),

@@ -151,7 +151,8 @@ pub struct Composed {
     pub fallback: Option<String>,
 }
 
-/// Sends mails by SMTP or into the Maildir.
+/// Sends mails by SMTP or into the Maildir. Once it has sent by SMTP it holds lettre's
+/// connection pool, which must be dropped inside the tokio runtime.
 pub struct Mailer {
     settings: EmailSettings,
     transport: Transport,
@@ -163,8 +164,9 @@ pub struct Mailer {
 
 enum Transport {
     Smtp {
-        host: String,
-        client: AsyncSmtpTransport<Tokio1Executor>,
+        settings: SmtpSettings,
+        /// Built on first send: lettre's connection pool needs a running tokio runtime.
+        client: tokio::sync::OnceCell<AsyncSmtpTransport<Tokio1Executor>>,
     },
     Maildir(PathBuf),
 }
@@ -188,10 +190,14 @@ impl Mailer {
             return Err(Error::NoRecipient);
         }
         let transport = match &settings.smtp {
-            Some(smtp) => Transport::Smtp {
-                host: smtp.host.clone(),
-                client: smtp_client(smtp)?,
-            },
+            Some(smtp) => {
+                // Checks the host and TLS parameters now, so a bad setting fails at startup.
+                smtp_builder(smtp)?;
+                Transport::Smtp {
+                    settings: smtp.clone(),
+                    client: tokio::sync::OnceCell::new(),
+                }
+            }
             None => Transport::Maildir(settings.maildir.clone()),
         };
         let domain = from.email.domain().to_owned();
@@ -211,12 +217,15 @@ impl Mailer {
     /// Delivers one mail: accepted by the SMTP server, or durably in `maildir/new/`.
     pub async fn send(&self, message: &Message) -> Result<(), Error> {
         match &self.transport {
-            Transport::Smtp { host, client } => {
+            Transport::Smtp { settings, client } => {
+                let client = client
+                    .get_or_try_init(|| async { smtp_builder(settings).map(|b| b.build()) })
+                    .await?;
                 client
                     .send(message.clone())
                     .await
                     .map_err(|source| Error::Smtp {
-                        host: host.clone(),
+                        host: settings.host.clone(),
                         source,
                     })?;
                 Ok(())
@@ -471,7 +480,9 @@ fn slug(record: &CallRecord) -> String {
     }
 }
 
-fn smtp_client(smtp: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, Error> {
+fn smtp_builder(
+    smtp: &SmtpSettings,
+) -> Result<lettre::transport::smtp::AsyncSmtpTransportBuilder, Error> {
     let smtp_error = |source| Error::Smtp {
         host: smtp.host.clone(),
         source,
@@ -494,9 +505,7 @@ fn smtp_client(smtp: &SmtpSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>
             smtp.password.expose().to_owned(),
         ));
     }
-    Ok(builder
-        .timeout(Some(Duration::from_secs(smtp.timeout_secs.max(1))))
-        .build())
+    Ok(builder.timeout(Some(Duration::from_secs(smtp.timeout_secs.max(1)))))
 }
 
 /// Maildir delivery: written and synced in `tmp/`, then renamed into `new/`, so a reader never
@@ -617,6 +626,56 @@ mod tests {
             "{a}"
         );
         assert!(a.contains("No transcript available: no model."), "{a}");
+    }
+
+    #[tokio::test]
+    async fn refused_commit_notice_lands_in_the_maildir_with_the_error_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::new(EmailSettings {
+            maildir: dir.path().to_owned(),
+            ..EmailSettings::default()
+        })
+        .unwrap();
+        let values = minijinja::context! {
+            commit => "3f2a1c9", summary => "night rules",
+            errors => vec!["rules/20-night.rhai:12: unknown key 'rule_anyy' (commit 3f2a1c9)"],
+        };
+        let composed = mailer
+            .notice(
+                "refused-commit.txt",
+                &values,
+                &Templates::new(),
+                &Overrides::default(),
+            )
+            .unwrap();
+        mailer.send(&composed.message).await.unwrap();
+        let new = dir.path().join("new");
+        let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(
+            text.contains("Subject: Your phone repo change was not applied (commit 3f2a1c9)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rules/20-night.rhai:12: unknown key"),
+            "{text}"
+        );
+        assert!(text.contains("To: me@localhost"), "{text}");
+    }
+
+    #[test]
+    fn bad_addresses_are_named() {
+        let error = Mailer::new(EmailSettings {
+            to: vec!["bob@".into()],
+            ..EmailSettings::default()
+        })
+        .err()
+        .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "email.to: \"bob@\" is not an address (expected name@domain)"
+        );
     }
 
     #[test]

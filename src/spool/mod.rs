@@ -21,6 +21,7 @@ pub mod record;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,9 @@ pub struct SpoolSettings {
     pub give_up_after_secs: u64,
     /// Keep finished jobs in `done/` instead of removing them.
     pub keep_done: bool,
+    /// How often the folder is looked at for jobs dropped in by another process, in
+    /// milliseconds (jobs submitted through [`Spool::submit`] start at once).
+    pub scan_interval_ms: u64,
 }
 
 impl Default for SpoolSettings {
@@ -61,6 +65,7 @@ impl Default for SpoolSettings {
             retry_max_ms: 10 * 60 * 1000,
             give_up_after_secs: 3 * 24 * 3600,
             keep_done: false,
+            scan_interval_ms: 30_000,
         }
     }
 }
@@ -273,15 +278,22 @@ impl Spool {
         Ok(id)
     }
 
-    /// Works through the jobs until `shutdown` completes; a step in progress finishes first.
+    /// Works through the jobs until `shutdown` completes. The job in progress then finishes
+    /// its steps (cutting a send short could leave a mail sent but not marked, so sent twice).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let stopping = AtomicBool::new(false);
         let mut outages = Outages::default();
         loop {
+            let pass = self.pass(&mut outages, &stopping);
+            tokio::pin!(pass);
             let wait = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                wait = self.pass(&mut outages) => wait,
+                wait = &mut pass => wait,
+                () = &mut shutdown => {
+                    stopping.store(true, Ordering::Relaxed);
+                    pass.await;
+                    return;
+                }
             };
             tokio::select! {
                 () = &mut shutdown => return,
@@ -292,9 +304,9 @@ impl Spool {
     }
 
     /// One pass over the due jobs; returns how long to sleep before the next one.
-    async fn pass(&self, outages: &mut Outages) -> Duration {
+    async fn pass(&self, outages: &mut Outages, stopping: &AtomicBool) -> Duration {
         let settings = &self.shared.settings;
-        let mut next_wake = Duration::from_secs(60);
+        let mut next_wake = Duration::from_millis(settings.scan_interval_ms.max(10));
         let ids = match self.pending() {
             Ok(ids) => ids,
             Err(error) => {
@@ -304,7 +316,12 @@ impl Spool {
         };
         // A step whose server failed in this pass is not tried again for the next jobs.
         let mut down: Vec<(Step, String)> = Vec::new();
+        // Steps that went through in this pass: their outage, if any, is over.
+        let mut worked: Vec<Step> = Vec::new();
         for id in ids {
+            if stopping.load(Ordering::Relaxed) {
+                break;
+            }
             let folder = settings.path.join("jobs").join(&id);
             let now = Utc::now();
             let retry = read_json::<RetryFile>(&folder.join("retry.json")).ok();
@@ -327,15 +344,19 @@ impl Spool {
             };
             match result {
                 Ok(()) => {
+                    worked.extend([Step::Email, Step::Calendar]);
                     if let Err(error) = self.finish(&id, &folder) {
                         tracing::error!("{error}");
                     }
                 }
                 Err((step, error, transient)) => {
+                    if step == Step::Calendar {
+                        worked.push(Step::Email);
+                    }
                     if transient && !down.iter().any(|(s, _)| *s == step) {
                         down.push((step, error.clone()));
                     }
-                    self.report_outage(outages, step, &error);
+                    self.report_outage(outages, step, &error, retry.is_none());
                     match self.record_failure(&id, &folder, retry, &error) {
                         Ok(Some(wait)) => next_wake = next_wake.min(wait),
                         Ok(None) => {}
@@ -345,7 +366,7 @@ impl Spool {
             }
         }
         for step in [Step::Email, Step::Calendar] {
-            if !down.iter().any(|(s, _)| *s == step) {
+            if worked.contains(&step) && !down.iter().any(|(s, _)| *s == step) {
                 self.report_recovery(outages, step);
             }
         }
@@ -525,12 +546,18 @@ impl Spool {
         Ok(Some(wait))
     }
 
-    fn report_outage(&self, outages: &mut Outages, step: Step, error: &str) {
+    /// Email and calendar failures are outages, said once until they end; anything else is
+    /// said at a job's first failure only, so a stuck job does not flood the journal.
+    fn report_outage(&self, outages: &mut Outages, step: Step, error: &str, first_failure: bool) {
         let flag = match step {
             Step::Email => &mut outages.email,
             Step::Calendar => &mut outages.calendar,
             Step::Transcribe => {
-                self.shared.journal.write(format!("spool: {error}"));
+                if first_failure {
+                    self.shared
+                        .journal
+                        .write(format!("spool: {error}; retrying"));
+                }
                 return;
             }
         };

@@ -263,7 +263,7 @@ impl Transcriber {
             ..Transcript::default()
         };
         // Vosk closes an utterance at each silence; its words are only returned then.
-        for chunk in pcm.samples.chunks(8000) {
+        for chunk in pcm.samples.chunks(4000) {
             let state = recognizer
                 .accept_waveform(chunk)
                 .map_err(|e| Error::Recognizer {
