@@ -64,6 +64,17 @@ pub struct Extent {
     body_len: usize,
 }
 
+/// What [`Frame::pending`] found at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// A whole frame is buffered.
+    Complete(Extent),
+    /// The header block is not complete yet.
+    Headers,
+    /// The header block is complete; the frame needs this many bytes in total.
+    Bytes(usize),
+}
+
 impl Extent {
     /// Total bytes the frame takes in the buffer, leading blank lines included.
     pub fn len(&self) -> usize {
@@ -146,15 +157,24 @@ impl Frame {
     /// Finds a complete frame at the start of `buf`; `Ok(None)` means more bytes are needed.
     /// Leading blank lines are skipped, `\n` and `\r\n` both end a line.
     pub fn check(buf: &[u8]) -> Result<Option<Extent>, Error> {
+        match Self::pending(buf)? {
+            Pending::Complete(extent) => Ok(Some(extent)),
+            Pending::Headers | Pending::Bytes(_) => Ok(None),
+        }
+    }
+
+    /// Like [`Frame::check`], but says how many bytes a frame whose header block is complete
+    /// needs in total, so a reader can wait for its body without scanning the headers again.
+    pub fn pending(buf: &[u8]) -> Result<Pending, Error> {
         let mut start = 0;
         // Blank lines before a frame are skipped, as FreeSWITCH does before a command.
         loop {
             match buf.get(start) {
                 Some(b'\n') => start += 1,
                 Some(b'\r') if buf.get(start + 1) == Some(&b'\n') => start += 2,
-                Some(b'\r') if start + 1 == buf.len() => return Ok(None),
+                Some(b'\r') if start + 1 == buf.len() => return Ok(Pending::Headers),
                 None if start > MAX_HEADER_BYTES => return Err(Error::HeadersTooLarge),
-                None => return Ok(None),
+                None => return Ok(Pending::Headers),
                 Some(_) => break,
             }
         }
@@ -165,7 +185,7 @@ impl Frame {
                 if buf.len() - start > MAX_HEADER_BYTES {
                     return Err(Error::HeadersTooLarge);
                 }
-                return Ok(None);
+                return Ok(Pending::Headers);
             };
             let line_end = line_start + rel;
             if line_end - start > MAX_HEADER_BYTES {
@@ -176,9 +196,9 @@ impl Frame {
                 let headers_end = line_end + 1;
                 let body_len = content_length.unwrap_or(0);
                 if buf.len() - headers_end < body_len {
-                    return Ok(None);
+                    return Ok(Pending::Bytes(headers_end + body_len));
                 }
-                return Ok(Some(Extent {
+                return Ok(Pending::Complete(Extent {
                     start,
                     headers_end,
                     body_len,
