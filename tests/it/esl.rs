@@ -978,3 +978,157 @@ async fn a_wrong_password_is_reported_once_and_never_shown() {
         .count();
     assert!(attempts >= 2, "{attempts}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against the FreeSWITCH simulator (src/sim)
+// ---------------------------------------------------------------------------------------------
+
+use patchbay::sim::{self, Sim};
+
+#[tokio::test]
+async fn simulator_killed_and_restarted_link_is_back_within_two_seconds() {
+    let sim = Sim::start(sim::Config {
+        heartbeat: Duration::from_millis(200),
+        ..sim::Config::default()
+    })
+    .await
+    .expect("simulator");
+    let addr = sim.esl_addr();
+    let journal = Journal::in_memory(chrono_tz::UTC);
+    let (client, mut events) = inbound::Client::start(
+        link_config(addr, "ClueCon"),
+        journal.clone(),
+        std::future::pending(),
+    );
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    assert!(client.bgapi("status", "").await.is_ok());
+
+    sim.kill();
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::LinkDown { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sim.restart().await.expect("restart on the same port");
+    let back_at = std::time::Instant::now();
+    let down_for = wait_for(&mut events, Duration::from_secs(3), |e| match e {
+        LinkEvent::LinkRestored { down_for } => Some(*down_for),
+        _ => None,
+    })
+    .await;
+    assert!(
+        back_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        back_at.elapsed()
+    );
+    wait_for(&mut events, Duration::from_secs(3), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    // Resubscribed: the restarted simulator saw a fresh `event json ...` and bgapi works again.
+    let output = client
+        .bgapi("status", "")
+        .await
+        .expect("bgapi after reconnect");
+    assert!(!output.is_empty());
+    let lines = journal.recent();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("FreeSWITCH link down"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    let back: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("link back after"))
+        .collect();
+    assert_eq!(back.len(), 1, "{lines:?}");
+    assert!(back[0].ends_with(&format!("{:.1} s", down_for.as_secs_f64())));
+}
+
+#[tokio::test]
+async fn simulated_inbound_call_reaches_the_outbound_socket_and_each_app_completes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket_addr = listener.local_addr().unwrap();
+    let (report_tx, mut report_rx) = mpsc::channel(1);
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        outbound::Config {
+            linger_secs: Some(1),
+            ..outbound::Config::default()
+        },
+        move |session: outbound::Session| {
+            let report_tx = report_tx.clone();
+            async move {
+                let call = session.control;
+                let answer = call.answer().await;
+                let playback = call.playback("tone_stream://%(1000,0,440)").await;
+                let digits = call
+                    .get_digits(&DigitsRequest {
+                        min: 1,
+                        max: 1,
+                        timeout: Duration::from_secs(5),
+                        terminators: "#".to_owned(),
+                        prompt: None,
+                    })
+                    .await;
+                let hangup = call.hangup("NORMAL_CLEARING").await;
+                let _ = report_tx
+                    .send((session.channel, answer, playback, digits, hangup))
+                    .await;
+            }
+        },
+        std::future::pending(),
+    ));
+    let sim = Sim::start(sim::Config {
+        time_scale: 0.01,
+        static_socket: Some(socket_addr.to_string()),
+        ..sim::Config::default()
+    })
+    .await
+    .expect("simulator");
+    let handle = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        caller_name: "Marie <Dubois> & \"co\"".to_owned(),
+        to: "+15145550199".to_owned(),
+        dtmf: "7".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let (channel, answer, playback, digits, hangup) =
+        tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+            .await
+            .expect("the flow ran")
+            .expect("a report");
+    let summary = tokio::time::timeout(Duration::from_secs(10), handle.finished())
+        .await
+        .expect("the call ended")
+        .expect("a summary");
+    server.abort();
+
+    assert_eq!(channel.uuid, summary.uuid);
+    assert_eq!(channel.caller_id_number.as_deref(), Some("+15145550100"));
+    assert_eq!(
+        channel.caller_id_name.as_deref(),
+        Some("Marie <Dubois> & \"co\"")
+    );
+    assert_eq!(answer, Ok(()));
+    assert_eq!(playback, Ok(PlaybackOutcome::Played));
+    assert_eq!(digits, Ok(Some("7".to_owned())));
+    assert_eq!(hangup, Ok(()));
+    assert!(summary.answered);
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    let apps: Vec<&str> = summary
+        .apps
+        .iter()
+        .map(|(app, _, _)| app.as_str())
+        .collect();
+    assert_eq!(
+        apps,
+        vec!["answer", "playback", "play_and_get_digits", "hangup"]
+    );
+}
