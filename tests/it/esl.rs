@@ -564,7 +564,6 @@ async fn serve_fake(
                 "event" => {
                     let _ = out_tx
                         .send(Frame::command_reply("+OK event listener enabled json").to_wire());
-                    let _ = out_tx.send(script.after_subscribe.clone());
                     if let Some(every) = script.heartbeat_every {
                         let out_tx = out_tx.clone();
                         helpers.push(tokio::spawn(async move {
@@ -580,6 +579,8 @@ async fn serve_fake(
                 "api" if rest == "show channels as json" => {
                     let _ =
                         out_tx.send(Frame::api_response(script.channels_json.clone()).to_wire());
+                    // The stream starts once the client has its picture of the channels.
+                    let _ = out_tx.send(script.after_subscribe.clone());
                 }
                 "api" => {
                     let _ = out_tx.send(Frame::api_response(format!("output of {rest}")).to_wire());
@@ -1131,4 +1132,42 @@ async fn simulated_inbound_call_reaches_the_outbound_socket_and_each_app_complet
         apps,
         vec!["answer", "playback", "play_and_get_digits", "hangup"]
     );
+}
+
+#[tokio::test]
+async fn garbage_on_the_inbound_link_drops_the_connection_and_it_reconnects() {
+    let fake = FakeSwitch::start(
+        "127.0.0.1:0",
+        Script {
+            password: "ClueCon".to_owned(),
+            channels_json: "{\"row_count\":0}".to_owned(),
+            // A valid event, then bytes that are no ESL frame at all.
+            after_subscribe: [
+                heartbeat(),
+                b"\xff\xfe garbage without a colon\n\n".to_vec(),
+            ]
+            .concat(),
+            ..Script::default()
+        },
+    )
+    .await;
+    let (_client, mut events) = inbound::Client::start(
+        link_config(fake.addr, "ClueCon"),
+        Journal::in_memory(chrono_tz::UTC),
+        std::future::pending(),
+    );
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    let reason = wait_for(&mut events, Duration::from_secs(5), |e| match e {
+        LinkEvent::LinkDown { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("esl frame"), "{reason}");
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::LinkRestored { .. }).then_some(())
+    })
+    .await;
 }
