@@ -38,6 +38,8 @@ pub trait Headers {
     /// A header's (decoded) value; names are matched without regard to case.
     fn header(&self, name: &str) -> Option<&str>;
     fn body(&self) -> Option<&str>;
+    /// Every header in wire order, names as FreeSWITCH spelled them.
+    fn each<'s>(&'s self, visit: impl FnMut(&'s str, &'s str));
 }
 
 /// One event as the outbound session decodes it: headers in wire order, values decoded.
@@ -48,6 +50,11 @@ pub struct WireEvent {
 }
 
 impl Headers for WireEvent {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.headers {
+            visit(name, value);
+        }
+    }
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -111,13 +118,16 @@ impl<'a> PlainView<'a> {
             what: "event",
             detail,
         };
-        let header_end = data
-            .windows(2)
-            .position(|pair| pair == b"\n\n")
-            .ok_or_else(|| malformed("the header block has no terminating empty line".into()))?;
-        // Values are URL-encoded, so the block is ASCII; anything else is not FreeSWITCH.
-        let block = std::str::from_utf8(&data[..header_end])
-            .map_err(|_| malformed("a header line is not valid UTF-8".into()))?;
+        // Values are URL-encoded, so the header block is ASCII; the raw body after it may
+        // be anything, so only the valid prefix is taken as text.
+        let text = match std::str::from_utf8(data) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&data[..error.valid_up_to()]).unwrap_or_default(),
+        };
+        let header_end = text.find("\n\n").ok_or_else(|| {
+            malformed("the header block has no terminating empty line or is not UTF-8".into())
+        })?;
+        let block = &text[..header_end];
         let mut entries = Vec::with_capacity(128);
         let mut content_length = None;
         for line in block.split('\n') {
@@ -152,6 +162,11 @@ impl<'a> PlainView<'a> {
 }
 
 impl Headers for PlainView<'_> {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.entries {
+            visit(name, value);
+        }
+    }
     fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.entries, name).map(|index| self.entries[index].1.as_ref())
     }
@@ -179,6 +194,11 @@ impl<'a> JsonView<'a> {
 }
 
 impl Headers for JsonView<'_> {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.entries {
+            visit(name, value);
+        }
+    }
     fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.entries, name).map(|index| self.entries[index].1.as_ref())
     }
@@ -473,50 +493,77 @@ impl ChannelEvent {
         let Some(kind) = ChannelEventKind::parse(name) else {
             return Ok(None);
         };
-        let uuid = event
-            .header("Unique-ID")
+        // One pass over the headers (they number about a hundred) instead of a lookup per
+        // field: this runs for every event on the inbound link. FreeSWITCH spells these names
+        // one way only.
+        let mut channel = ChannelEvent {
+            kind,
+            name: None,
+            uuid: String::new(),
+            call_uuid: None,
+            direction: None,
+            answer_state: None,
+            hangup_cause: None,
+            caller_id_name: None,
+            caller_id_number: None,
+            destination_number: None,
+            other_leg_uuid: None,
+            application: None,
+            application_uuid: None,
+            application_data: None,
+            application_response: None,
+            dtmf_digit: None,
+            variables: Vec::new(),
+        };
+        let mut uuid = None;
+        let keep = |slot: &mut Option<String>, value: &str| {
+            if slot.is_none() {
+                *slot = Some(value.to_owned());
+            }
+        };
+        event.each(|header, value| match header {
+            "Unique-ID" => {
+                if uuid.is_none() {
+                    uuid = Some(value);
+                }
+            }
+            "Channel-Name" => keep(&mut channel.name, value),
+            "Channel-Call-UUID" => keep(&mut channel.call_uuid, value),
+            "Call-Direction" => {
+                channel.direction = match value {
+                    "inbound" => Some(Direction::Inbound),
+                    "outbound" => Some(Direction::Outbound),
+                    _ => None,
+                }
+            }
+            "Answer-State" => keep(&mut channel.answer_state, value),
+            "Hangup-Cause" => keep(&mut channel.hangup_cause, value),
+            "Caller-Caller-ID-Name" => keep(&mut channel.caller_id_name, value),
+            "Caller-Caller-ID-Number" => keep(&mut channel.caller_id_number, value),
+            "Caller-Destination-Number" => keep(&mut channel.destination_number, value),
+            "Other-Leg-Unique-ID" => keep(&mut channel.other_leg_uuid, value),
+            "Application" => keep(&mut channel.application, value),
+            "Application-UUID" => keep(&mut channel.application_uuid, value),
+            "Application-Data" => keep(&mut channel.application_data, value),
+            "Application-Response" => keep(&mut channel.application_response, value),
+            "DTMF-Digit" => channel.dtmf_digit = value.chars().next(),
+            _ => {
+                if let Some(variable) = header.strip_prefix("variable_") {
+                    if KEPT_VARIABLES.contains(&variable) && channel.variable(variable).is_none() {
+                        channel
+                            .variables
+                            .push((variable.to_owned(), value.to_owned()));
+                    }
+                }
+            }
+        });
+        channel.uuid = uuid
             .ok_or_else(|| Error::MissingHeader {
                 event: name.to_owned(),
                 header: "Unique-ID",
-            })?;
-        let owned = |header: &str| event.header(header).map(str::to_owned);
-        let direction = match event.header("Call-Direction") {
-            Some("inbound") => Some(Direction::Inbound),
-            Some("outbound") => Some(Direction::Outbound),
-            _ => None,
-        };
-        let dtmf_digit = event
-            .header("DTMF-Digit")
-            .and_then(|digit| digit.chars().next());
-        let mut variables = Vec::new();
-        let mut key = String::with_capacity(40);
-        for variable in KEPT_VARIABLES {
-            key.clear();
-            key.push_str("variable_");
-            key.push_str(variable);
-            if let Some(value) = event.header(&key) {
-                variables.push(((*variable).to_owned(), value.to_owned()));
-            }
-        }
-        Ok(Some(ChannelEvent {
-            kind,
-            name: owned("Channel-Name"),
-            uuid: uuid.to_owned(),
-            call_uuid: owned("Channel-Call-UUID"),
-            direction,
-            answer_state: owned("Answer-State"),
-            hangup_cause: owned("Hangup-Cause"),
-            caller_id_name: owned("Caller-Caller-ID-Name"),
-            caller_id_number: owned("Caller-Caller-ID-Number"),
-            destination_number: owned("Caller-Destination-Number"),
-            other_leg_uuid: owned("Other-Leg-Unique-ID"),
-            application: owned("Application"),
-            application_uuid: owned("Application-UUID"),
-            application_data: owned("Application-Data"),
-            application_response: owned("Application-Response"),
-            dtmf_digit,
-            variables,
-        }))
+            })?
+            .to_owned();
+        Ok(Some(channel))
     }
 
     /// A kept channel variable (name without `variable_`).

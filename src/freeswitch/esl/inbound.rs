@@ -100,9 +100,10 @@ pub struct Config {
     pub backoff_initial: Duration,
     /// Longest reconnect delay (before jitter), so a FreeSWITCH coming back is found quickly.
     pub backoff_max: Duration,
-    /// Events buffered between the socket and our pump (FreeSWITCH's own queue is 100 000).
+    /// Events buffered for the consumer (FreeSWITCH's own per-listener queue is 100 000).
     pub event_queue: usize,
-    /// How long the reader may stall on a full queue before it has to drop an event.
+    /// How long the reader may stall on a full consumer queue before it drops an event
+    /// (replies to commands wait meanwhile, so keep it short).
     pub overflow_wait: Duration,
     /// Wait for a command's reply this long (api commands can be slow).
     pub command_timeout: Duration,
@@ -389,17 +390,24 @@ impl FrameReader {
         }
     }
 
+    /// A frame already in the buffer, without reading.
+    fn buffered(&mut self) -> Result<Option<Frame>, String> {
+        match Frame::parse(&self.buffer[self.start..]) {
+            Ok(Some((frame, used))) => {
+                self.start += used;
+                Ok(Some(frame))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
     /// The next frame; `Ok(None)` when FreeSWITCH closed the socket between frames.
     /// Cancel-safe: bytes are only ever appended once a read completed.
     async fn next(&mut self) -> Result<Option<Frame>, String> {
         loop {
-            match Frame::parse(&self.buffer[self.start..]) {
-                Ok(Some((frame, used))) => {
-                    self.start += used;
-                    return Ok(Some(frame));
-                }
-                Ok(None) => {}
-                Err(error) => return Err(error.to_string()),
+            if let Some(frame) = self.buffered()? {
+                return Ok(Some(frame));
             }
             if self.start > 0 {
                 self.buffer.drain(..self.start);
@@ -718,36 +726,59 @@ async fn pump(
         };
         // Any traffic proves the link is alive, HEARTBEAT or not.
         deadline = Instant::now() + watchdog;
-        match frame.content_type() {
-            Some("command/reply") => link.on_reply(Reply {
-                text: frame.header("Reply-Text").map(str::to_owned),
-                job_uuid: frame.header("Job-UUID").map(str::to_owned),
-                body: None,
-            }),
-            Some("api/response") => link.on_reply(Reply {
-                text: None,
-                job_uuid: None,
-                body: frame
-                    .body()
-                    .map(|body| String::from_utf8_lossy(body).into_owned()),
-            }),
-            Some("text/disconnect-notice") => {
-                let text = frame
-                    .body()
-                    .map(|body| String::from_utf8_lossy(body).trim().to_owned())
-                    .unwrap_or_default();
-                notice = Some(format!("FreeSWITCH said goodbye: {text}"));
+        // Handle this frame and every other one already buffered before polling again: one
+        // read brings dozens of events under load.
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if let Some(end) = handle_frame(shared, link, frame, events, &mut notice).await {
+                return end;
             }
-            Some("text/rude-rejection") => {
-                return PumpEnd::Lost("FreeSWITCH denied access (ACL)".to_owned())
-            }
-            _ => {
-                if let Some(event) = decode(&frame) {
-                    deliver(shared, events, event).await;
-                }
+            match reader.buffered() {
+                Ok(buffered) => next = buffered,
+                Err(error) => return PumpEnd::Lost(error),
             }
         }
     }
+}
+
+/// Route one frame: replies to their command, events to the consumer. `Some` ends the link.
+async fn handle_frame(
+    shared: &Shared,
+    link: &Link,
+    frame: Frame,
+    events: &mpsc::Sender<LinkEvent>,
+    notice: &mut Option<String>,
+) -> Option<PumpEnd> {
+    match frame.content_type() {
+        Some("command/reply") => link.on_reply(Reply {
+            text: frame.header("Reply-Text").map(str::to_owned),
+            job_uuid: frame.header("Job-UUID").map(str::to_owned),
+            body: None,
+        }),
+        Some("api/response") => link.on_reply(Reply {
+            text: None,
+            job_uuid: None,
+            body: frame
+                .body()
+                .map(|body| String::from_utf8_lossy(body).into_owned()),
+        }),
+        Some("text/disconnect-notice") => {
+            let text = frame
+                .body()
+                .map(|body| String::from_utf8_lossy(body).trim().to_owned())
+                .unwrap_or_default();
+            *notice = Some(format!("FreeSWITCH said goodbye: {text}"));
+        }
+        Some("text/rude-rejection") => {
+            return Some(PumpEnd::Lost("FreeSWITCH denied access (ACL)".to_owned()))
+        }
+        _ => {
+            if let Some(event) = decode(&frame) {
+                deliver(shared, events, event).await;
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
