@@ -125,6 +125,18 @@ async fn serve(listener: TcpListener, template: Vec<u8>, repeats: usize) {
     let _ = read.read(&mut sink).await;
 }
 
+/// User + system CPU seconds this process has used (Linux `/proc/self/stat`, 100 Hz ticks).
+/// The machine is shared, so wall-clock rate alone says little; CPU per event does not
+/// depend on what else runs.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
+}
+
 fn main() {
     let wanted: usize = std::env::var("ESL_INGEST_EVENTS")
         .ok()
@@ -154,6 +166,7 @@ fn main() {
         );
         let mut received = 0usize;
         let mut started = None;
+        let mut cpu_at_start = None;
         while received < total {
             let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await
             else {
@@ -168,6 +181,7 @@ fn main() {
                 _ => {
                     if started.is_none() {
                         started = Some(Instant::now());
+                        cpu_at_start = cpu_seconds();
                     }
                     received += 1;
                 }
@@ -181,7 +195,14 @@ fn main() {
             rate,
             client.dropped_events()
         );
-        // Keep the stream alive for a sanity check on a fresh connection.
+        if let (Some(before), Some(after)) = (cpu_at_start, cpu_seconds()) {
+            let cpu = after - before;
+            println!(
+                "esl_ingest: CPU {cpu:.2} s for both ends (server, client, consumer) = {:.1} us/event, {:.0} events per CPU-second",
+                cpu * 1e6 / received.max(1) as f64,
+                received as f64 / cpu.max(f64::EPSILON)
+            );
+        }
         let _ = TcpStream::connect(addr).await;
     });
 }

@@ -436,6 +436,8 @@ struct Script {
     heartbeat_every: Option<Duration>,
     /// Output of `show channels as json`.
     channels_json: String,
+    /// Write every byte on its own, so frames arrive split at every possible point.
+    split_every_byte: bool,
 }
 
 /// A scripted FreeSWITCH event socket: auth, event, api, bgapi (+ BACKGROUND_JOB), exit.
@@ -529,11 +531,26 @@ async fn serve_fake(
     commands: Arc<Mutex<Vec<String>>>,
     tasks: Tasks,
 ) {
+    // Byte-by-byte writes must leave as separate segments, not be coalesced.
+    let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let split = script.split_every_byte;
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            let written = if split {
+                let mut result = Ok(());
+                for byte in &bytes {
+                    result = write.write_all(std::slice::from_ref(byte)).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            } else {
+                write.write_all(&bytes).await
+            };
+            if written.is_err() {
                 return;
             }
         }
@@ -1170,4 +1187,36 @@ async fn garbage_on_the_inbound_link_drops_the_connection_and_it_reconnects() {
         matches!(e, LinkEvent::LinkRestored { .. }).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn inbound_frames_split_at_every_byte_decode_the_same() {
+    let fake = FakeSwitch::start(
+        "127.0.0.1:0",
+        Script {
+            password: "ClueCon".to_owned(),
+            channels_json: "{\"row_count\":0}".to_owned(),
+            after_subscribe: capture_event_frames("gateway-states.txt").concat(),
+            split_every_byte: true,
+            ..Script::default()
+        },
+    )
+    .await;
+    let (_client, mut events) = inbound::Client::start(
+        link_config(fake.addr, "ClueCon"),
+        Journal::in_memory(chrono_tz::UTC),
+        std::future::pending(),
+    );
+    let mut states = Vec::new();
+    while states.last() != Some(&GatewayState::Down) {
+        let state = wait_for(&mut events, Duration::from_secs(20), |e| match e {
+            LinkEvent::GatewayState { state, .. } => Some(*state),
+            LinkEvent::LinkDown { reason } => panic!("link dropped: {reason}"),
+            _ => None,
+        })
+        .await;
+        states.push(state);
+    }
+    assert_eq!(states.len(), 17);
+    assert_eq!(states[2], GatewayState::Reged);
 }
