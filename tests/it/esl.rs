@@ -1220,3 +1220,44 @@ async fn inbound_frames_split_at_every_byte_decode_the_same() {
     assert_eq!(states.len(), 17);
     assert_eq!(states[2], GatewayState::Reged);
 }
+
+#[tokio::test]
+async fn a_call_flow_that_panics_closes_its_socket_so_freeswitch_hangs_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        fast_config("fixture_digit"),
+        |session: outbound::Session| async move {
+            assert!(
+                session.channel.uuid.is_empty(),
+                "a deliberate bug in the call flow"
+            );
+        },
+        std::future::pending(),
+    ));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // connect, myevents and linger as in the capture, then nothing more from us.
+    for (direction, block) in transcript("outbound-socket-session.txt")
+        .into_iter()
+        .take(6)
+    {
+        match direction {
+            Direction::AppToFs => {
+                let mut actual = vec![0; block.len()];
+                stream.read_exact(&mut actual).await.unwrap();
+                assert_eq!(actual, block);
+            }
+            Direction::FsToApp => stream.write_all(&block).await.unwrap(),
+        }
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the socket is closed after the flow panicked")
+        .expect("a clean close");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The server itself is still accepting calls.
+    let _again = TcpStream::connect(addr).await.expect("still listening");
+    server.abort();
+}
