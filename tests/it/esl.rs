@@ -930,7 +930,7 @@ async fn a_silent_link_is_declared_dead_by_the_heartbeat_watchdog() {
     })
     .await;
     assert!(reason.contains("HEARTBEAT"), "{reason}");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_millis(2500));
     // The socket was still open: the watchdog, not the peer, ended it; then it reconnects.
     wait_for(&mut events, Duration::from_secs(3), |e| {
         matches!(e, LinkEvent::LinkRestored { .. }).then_some(())
@@ -949,13 +949,13 @@ async fn a_silent_link_is_declared_dead_by_the_heartbeat_watchdog() {
     )
     .await;
     let mut config = link_config(lively.addr, "ClueCon");
-    config.heartbeat_timeout = Duration::from_millis(400);
+    config.heartbeat_timeout = Duration::from_millis(1000);
     let (_client, mut events) = inbound::Client::start(
         config,
         Journal::in_memory(chrono_tz::UTC),
         std::future::pending(),
     );
-    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await {
         assert!(!matches!(event, LinkEvent::LinkDown { .. }), "{event:?}");
     }
