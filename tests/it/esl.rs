@@ -1261,3 +1261,134 @@ async fn a_call_flow_that_panics_closes_its_socket_so_freeswitch_hangs_up() {
     let _again = TcpStream::connect(addr).await.expect("still listening");
     server.abort();
 }
+
+fn device(extension: &str, behaviour: sim::scenario::Behaviour) -> sim::scenario::Device {
+    sim::scenario::Device {
+        extension: extension.to_owned(),
+        password: format!("pw{extension}"),
+        behaviour,
+        answer_after: 1.0,
+        hangup_after: Some(2.0),
+        register: true,
+    }
+}
+
+#[tokio::test]
+async fn bridge_through_the_simulator_reports_who_answered_or_why_nobody_did() {
+    use patchbay::calls::{BridgeOutcome, BridgeRequest};
+    use sim::scenario::Behaviour;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket_addr = listener.local_addr().unwrap();
+    let (report_tx, mut report_rx) = mpsc::channel(2);
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        outbound::Config {
+            linger_secs: Some(1),
+            ..outbound::Config::default()
+        },
+        move |session: outbound::Session| {
+            let report_tx = report_tx.clone();
+            async move {
+                let call = session.control;
+                let endpoints = match session.channel.destination_number.as_deref() {
+                    Some("+15145550199") => vec![
+                        "user/1000@127.0.0.1".to_owned(),
+                        "user/1001@127.0.0.1".to_owned(),
+                    ],
+                    _ => vec!["user/1002@127.0.0.1".to_owned()],
+                };
+                let outcome = call
+                    .bridge(&BridgeRequest {
+                        endpoints,
+                        timeout: Duration::from_secs(5),
+                        variables: vec![("ignore_early_media".to_owned(), "true".to_owned())],
+                    })
+                    .await;
+                let _ = call.hangup("NORMAL_CLEARING").await;
+                let _ = report_tx.send(outcome).await;
+            }
+        },
+        std::future::pending(),
+    ));
+    let scenario = sim::Scenario {
+        devices: vec![
+            device("1000", Behaviour::NoAnswer),
+            device("1001", Behaviour::Answer),
+            device("1002", Behaviour::Busy),
+        ],
+        ..sim::Scenario::default()
+    };
+    let sim = Sim::start_with(
+        sim::Config {
+            time_scale: 0.01,
+            static_socket: Some(socket_addr.to_string()),
+            ..sim::Config::default()
+        },
+        scenario,
+    )
+    .await
+    .expect("simulator");
+    sim.run_scenario();
+    let registered = async {
+        while !(sim.is_registered("1000") && sim.is_registered("1001") && sim.is_registered("1002"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), registered)
+        .await
+        .expect("devices registered");
+
+    let answered = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        to: "+15145550199".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+        .await
+        .expect("the bridge ended")
+        .expect("an outcome")
+        .expect("no control error");
+    let summary = answered.finished().await.expect("summary");
+    match outcome {
+        BridgeOutcome::Answered { other_uuid, .. } => {
+            assert!(other_uuid.is_some_and(|uuid| uuid != summary.uuid));
+        }
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    assert!(summary.bridged_to.is_some());
+    let apps: Vec<(&str, &str)> = summary
+        .apps
+        .iter()
+        .map(|(app, arg, _)| (app.as_str(), arg.as_str()))
+        .collect();
+    assert_eq!(apps[0], ("set", "continue_on_fail=true"));
+    assert_eq!(apps[1], ("set", "hangup_after_bridge=true"));
+    assert_eq!(
+        apps[2],
+        (
+            "bridge",
+            "{ignore_early_media=true}[leg_timeout=5]user/1000@127.0.0.1,[leg_timeout=5]user/1001@127.0.0.1"
+        )
+    );
+
+    let busy = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        to: "+15145550198".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+        .await
+        .expect("the bridge ended")
+        .expect("an outcome")
+        .expect("no control error: continue_on_fail keeps the caller");
+    assert_eq!(
+        outcome,
+        BridgeOutcome::Failed {
+            cause: "USER_BUSY".to_owned()
+        }
+    );
+    let _ = busy.finished().await;
+    server.abort();
+}

@@ -738,6 +738,7 @@ impl CallControl for OutboundCall {
                     other_uuid: done
                         .header("variable_last_bridge_to")
                         .or_else(|| done.header("variable_bridge_uuid"))
+                        .or_else(|| done.header("variable_bridge_to"))
                         .map(str::to_owned),
                     channel,
                 });
