@@ -132,9 +132,11 @@ impl<'a> PlainView<'a> {
         let mut content_length = None;
         for line in block.split('\n') {
             let line = line.strip_suffix('\r').unwrap_or(line);
-            let Some((name, value)) = line.split_once(':') else {
+            // Names are short: a plain scan beats memchr's setup on every one of ~100 lines.
+            let Some(colon) = line.bytes().position(|byte| byte == b':') else {
                 return Err(malformed(format!("{line:?} has no ':'")));
             };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
             let value = value.strip_prefix(' ').unwrap_or(value);
             if name.eq_ignore_ascii_case("Content-Length") {
                 content_length =
