@@ -436,6 +436,8 @@ struct Script {
     heartbeat_every: Option<Duration>,
     /// Output of `show channels as json`.
     channels_json: String,
+    /// Write every byte on its own, so frames arrive split at every possible point.
+    split_every_byte: bool,
 }
 
 /// A scripted FreeSWITCH event socket: auth, event, api, bgapi (+ BACKGROUND_JOB), exit.
@@ -529,11 +531,26 @@ async fn serve_fake(
     commands: Arc<Mutex<Vec<String>>>,
     tasks: Tasks,
 ) {
+    // Byte-by-byte writes must leave as separate segments, not be coalesced.
+    let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let split = script.split_every_byte;
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            let written = if split {
+                let mut result = Ok(());
+                for byte in &bytes {
+                    result = write.write_all(std::slice::from_ref(byte)).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            } else {
+                write.write_all(&bytes).await
+            };
+            if written.is_err() {
                 return;
             }
         }
@@ -564,7 +581,6 @@ async fn serve_fake(
                 "event" => {
                     let _ = out_tx
                         .send(Frame::command_reply("+OK event listener enabled json").to_wire());
-                    let _ = out_tx.send(script.after_subscribe.clone());
                     if let Some(every) = script.heartbeat_every {
                         let out_tx = out_tx.clone();
                         helpers.push(tokio::spawn(async move {
@@ -580,6 +596,8 @@ async fn serve_fake(
                 "api" if rest == "show channels as json" => {
                     let _ =
                         out_tx.send(Frame::api_response(script.channels_json.clone()).to_wire());
+                    // The stream starts once the client has its picture of the channels.
+                    let _ = out_tx.send(script.after_subscribe.clone());
                 }
                 "api" => {
                     let _ = out_tx.send(Frame::api_response(format!("output of {rest}")).to_wire());
@@ -912,7 +930,7 @@ async fn a_silent_link_is_declared_dead_by_the_heartbeat_watchdog() {
     })
     .await;
     assert!(reason.contains("HEARTBEAT"), "{reason}");
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_millis(2500));
     // The socket was still open: the watchdog, not the peer, ended it; then it reconnects.
     wait_for(&mut events, Duration::from_secs(3), |e| {
         matches!(e, LinkEvent::LinkRestored { .. }).then_some(())
@@ -931,13 +949,13 @@ async fn a_silent_link_is_declared_dead_by_the_heartbeat_watchdog() {
     )
     .await;
     let mut config = link_config(lively.addr, "ClueCon");
-    config.heartbeat_timeout = Duration::from_millis(400);
+    config.heartbeat_timeout = Duration::from_millis(1000);
     let (_client, mut events) = inbound::Client::start(
         config,
         Journal::in_memory(chrono_tz::UTC),
         std::future::pending(),
     );
-    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await {
         assert!(!matches!(event, LinkEvent::LinkDown { .. }), "{event:?}");
     }
@@ -977,4 +995,400 @@ async fn a_wrong_password_is_reported_once_and_never_shown() {
         .filter(|c| c.starts_with("auth"))
         .count();
     assert!(attempts >= 2, "{attempts}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against the FreeSWITCH simulator (src/sim)
+// ---------------------------------------------------------------------------------------------
+
+use patchbay::sim::{self, Sim};
+
+#[tokio::test]
+async fn simulator_killed_and_restarted_link_is_back_within_two_seconds() {
+    let sim = Sim::start(sim::Config {
+        heartbeat: Duration::from_millis(200),
+        ..sim::Config::default()
+    })
+    .await
+    .expect("simulator");
+    let addr = sim.esl_addr();
+    let journal = Journal::in_memory(chrono_tz::UTC);
+    let (client, mut events) = inbound::Client::start(
+        link_config(addr, "ClueCon"),
+        journal.clone(),
+        std::future::pending(),
+    );
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    assert!(client.bgapi("status", "").await.is_ok());
+
+    sim.kill();
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::LinkDown { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sim.restart().await.expect("restart on the same port");
+    let back_at = std::time::Instant::now();
+    let down_for = wait_for(&mut events, Duration::from_secs(3), |e| match e {
+        LinkEvent::LinkRestored { down_for } => Some(*down_for),
+        _ => None,
+    })
+    .await;
+    assert!(
+        back_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        back_at.elapsed()
+    );
+    wait_for(&mut events, Duration::from_secs(3), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    // Resubscribed: the restarted simulator saw a fresh `event json ...` and bgapi works again.
+    let output = client
+        .bgapi("status", "")
+        .await
+        .expect("bgapi after reconnect");
+    assert!(!output.is_empty());
+    let lines = journal.recent();
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("FreeSWITCH link down"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    let back: Vec<_> = lines
+        .iter()
+        .filter(|l| l.contains("link back after"))
+        .collect();
+    assert_eq!(back.len(), 1, "{lines:?}");
+    assert!(back[0].ends_with(&format!("{:.1} s", down_for.as_secs_f64())));
+}
+
+#[tokio::test]
+async fn simulated_inbound_call_reaches_the_outbound_socket_and_each_app_completes() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket_addr = listener.local_addr().unwrap();
+    let (report_tx, mut report_rx) = mpsc::channel(1);
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        outbound::Config {
+            linger_secs: Some(1),
+            ..outbound::Config::default()
+        },
+        move |session: outbound::Session| {
+            let report_tx = report_tx.clone();
+            async move {
+                let call = session.control;
+                let answer = call.answer().await;
+                let playback = call.playback("tone_stream://%(1000,0,440)").await;
+                let digits = call
+                    .get_digits(&DigitsRequest {
+                        min: 1,
+                        max: 1,
+                        timeout: Duration::from_secs(5),
+                        terminators: "#".to_owned(),
+                        prompt: None,
+                    })
+                    .await;
+                let hangup = call.hangup("NORMAL_CLEARING").await;
+                let _ = report_tx
+                    .send((session.channel, answer, playback, digits, hangup))
+                    .await;
+            }
+        },
+        std::future::pending(),
+    ));
+    let sim = Sim::start(sim::Config {
+        time_scale: 0.01,
+        static_socket: Some(socket_addr.to_string()),
+        ..sim::Config::default()
+    })
+    .await
+    .expect("simulator");
+    let handle = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        caller_name: "Marie <Dubois> & \"co\"".to_owned(),
+        to: "+15145550199".to_owned(),
+        dtmf: "7".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let (channel, answer, playback, digits, hangup) =
+        tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+            .await
+            .expect("the flow ran")
+            .expect("a report");
+    let summary = tokio::time::timeout(Duration::from_secs(10), handle.finished())
+        .await
+        .expect("the call ended")
+        .expect("a summary");
+    server.abort();
+
+    assert_eq!(channel.uuid, summary.uuid);
+    assert_eq!(channel.caller_id_number.as_deref(), Some("+15145550100"));
+    assert_eq!(
+        channel.caller_id_name.as_deref(),
+        Some("Marie <Dubois> & \"co\"")
+    );
+    assert_eq!(answer, Ok(()));
+    assert_eq!(playback, Ok(PlaybackOutcome::Played));
+    assert_eq!(digits, Ok(Some("7".to_owned())));
+    assert_eq!(hangup, Ok(()));
+    assert!(summary.answered);
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    let apps: Vec<&str> = summary
+        .apps
+        .iter()
+        .map(|(app, _, _)| app.as_str())
+        .collect();
+    assert_eq!(
+        apps,
+        vec!["answer", "playback", "play_and_get_digits", "hangup"]
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_the_inbound_link_drops_the_connection_and_it_reconnects() {
+    let fake = FakeSwitch::start(
+        "127.0.0.1:0",
+        Script {
+            password: "ClueCon".to_owned(),
+            channels_json: "{\"row_count\":0}".to_owned(),
+            // A valid event, then bytes that are no ESL frame at all.
+            after_subscribe: [
+                heartbeat(),
+                b"\xff\xfe garbage without a colon\n\n".to_vec(),
+            ]
+            .concat(),
+            ..Script::default()
+        },
+    )
+    .await;
+    let (_client, mut events) = inbound::Client::start(
+        link_config(fake.addr, "ClueCon"),
+        Journal::in_memory(chrono_tz::UTC),
+        std::future::pending(),
+    );
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::Heartbeat { .. }).then_some(())
+    })
+    .await;
+    let reason = wait_for(&mut events, Duration::from_secs(5), |e| match e {
+        LinkEvent::LinkDown { reason } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.contains("esl frame"), "{reason}");
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, LinkEvent::LinkRestored { .. }).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_frames_split_at_every_byte_decode_the_same() {
+    let fake = FakeSwitch::start(
+        "127.0.0.1:0",
+        Script {
+            password: "ClueCon".to_owned(),
+            channels_json: "{\"row_count\":0}".to_owned(),
+            after_subscribe: capture_event_frames("gateway-states.txt").concat(),
+            split_every_byte: true,
+            ..Script::default()
+        },
+    )
+    .await;
+    let (_client, mut events) = inbound::Client::start(
+        link_config(fake.addr, "ClueCon"),
+        Journal::in_memory(chrono_tz::UTC),
+        std::future::pending(),
+    );
+    let mut states = Vec::new();
+    while states.last() != Some(&GatewayState::Down) {
+        let state = wait_for(&mut events, Duration::from_secs(20), |e| match e {
+            LinkEvent::GatewayState { state, .. } => Some(*state),
+            LinkEvent::LinkDown { reason } => panic!("link dropped: {reason}"),
+            _ => None,
+        })
+        .await;
+        states.push(state);
+    }
+    assert_eq!(states.len(), 17);
+    assert_eq!(states[2], GatewayState::Reged);
+}
+
+#[tokio::test]
+async fn a_call_flow_that_panics_closes_its_socket_so_freeswitch_hangs_up() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        fast_config("fixture_digit"),
+        |session: outbound::Session| async move {
+            assert!(
+                session.channel.uuid.is_empty(),
+                "a deliberate bug in the call flow"
+            );
+        },
+        std::future::pending(),
+    ));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // connect, myevents and linger as in the capture, then nothing more from us.
+    for (direction, block) in transcript("outbound-socket-session.txt")
+        .into_iter()
+        .take(6)
+    {
+        match direction {
+            Direction::AppToFs => {
+                let mut actual = vec![0; block.len()];
+                stream.read_exact(&mut actual).await.unwrap();
+                assert_eq!(actual, block);
+            }
+            Direction::FsToApp => stream.write_all(&block).await.unwrap(),
+        }
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the socket is closed after the flow panicked")
+        .expect("a clean close");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    // The server itself is still accepting calls.
+    let _again = TcpStream::connect(addr).await.expect("still listening");
+    server.abort();
+}
+
+fn device(extension: &str, behaviour: sim::scenario::Behaviour) -> sim::scenario::Device {
+    sim::scenario::Device {
+        extension: extension.to_owned(),
+        password: format!("pw{extension}"),
+        behaviour,
+        answer_after: 1.0,
+        hangup_after: Some(2.0),
+        register: true,
+    }
+}
+
+#[tokio::test]
+async fn bridge_through_the_simulator_reports_who_answered_or_why_nobody_did() {
+    use patchbay::calls::{BridgeOutcome, BridgeRequest};
+    use sim::scenario::Behaviour;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket_addr = listener.local_addr().unwrap();
+    let (report_tx, mut report_rx) = mpsc::channel(2);
+    let server = tokio::spawn(outbound::serve_with(
+        listener,
+        outbound::Config {
+            linger_secs: Some(1),
+            ..outbound::Config::default()
+        },
+        move |session: outbound::Session| {
+            let report_tx = report_tx.clone();
+            async move {
+                let call = session.control;
+                let endpoints = match session.channel.destination_number.as_deref() {
+                    Some("+15145550199") => vec![
+                        "user/1000@127.0.0.1".to_owned(),
+                        "user/1001@127.0.0.1".to_owned(),
+                    ],
+                    _ => vec!["user/1002@127.0.0.1".to_owned()],
+                };
+                let outcome = call
+                    .bridge(&BridgeRequest {
+                        endpoints,
+                        timeout: Duration::from_secs(5),
+                        variables: vec![("ignore_early_media".to_owned(), "true".to_owned())],
+                    })
+                    .await;
+                let _ = call.hangup("NORMAL_CLEARING").await;
+                let _ = report_tx.send(outcome).await;
+            }
+        },
+        std::future::pending(),
+    ));
+    let scenario = sim::Scenario {
+        devices: vec![
+            device("1000", Behaviour::NoAnswer),
+            device("1001", Behaviour::Answer),
+            device("1002", Behaviour::Busy),
+        ],
+        ..sim::Scenario::default()
+    };
+    let sim = Sim::start_with(
+        sim::Config {
+            time_scale: 0.01,
+            static_socket: Some(socket_addr.to_string()),
+            ..sim::Config::default()
+        },
+        scenario,
+    )
+    .await
+    .expect("simulator");
+    sim.run_scenario();
+    let registered = async {
+        while !(sim.is_registered("1000") && sim.is_registered("1001") && sim.is_registered("1002"))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), registered)
+        .await
+        .expect("devices registered");
+
+    let answered = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        to: "+15145550199".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+        .await
+        .expect("the bridge ended")
+        .expect("an outcome")
+        .expect("no control error");
+    let summary = answered.finished().await.expect("summary");
+    match outcome {
+        BridgeOutcome::Answered { other_uuid, .. } => {
+            assert!(other_uuid.is_some_and(|uuid| uuid != summary.uuid));
+        }
+        other => panic!("expected an answer, got {other:?}"),
+    }
+    assert!(summary.bridged_to.is_some());
+    let apps: Vec<(&str, &str)> = summary
+        .apps
+        .iter()
+        .map(|(app, arg, _)| (app.as_str(), arg.as_str()))
+        .collect();
+    assert_eq!(apps[0], ("set", "continue_on_fail=true"));
+    assert_eq!(apps[1], ("set", "hangup_after_bridge=true"));
+    assert_eq!(
+        apps[2],
+        (
+            "bridge",
+            "{ignore_early_media=true}[leg_timeout=5]user/1000@127.0.0.1,[leg_timeout=5]user/1001@127.0.0.1"
+        )
+    );
+
+    let busy = sim.place_call(sim::scenario::Call {
+        from: "+15145550100".to_owned(),
+        to: "+15145550198".to_owned(),
+        ..sim::scenario::Call::default()
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), report_rx.recv())
+        .await
+        .expect("the bridge ended")
+        .expect("an outcome")
+        .expect("no control error: continue_on_fail keeps the caller");
+    assert_eq!(
+        outcome,
+        BridgeOutcome::Failed {
+            cause: "USER_BUSY".to_owned()
+        }
+    );
+    let _ = busy.finished().await;
+    server.abort();
 }

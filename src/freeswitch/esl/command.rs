@@ -1,13 +1,13 @@
 //! Every ESL command patchbay sends, typed, and the one place that turns them into wire text.
 //!
-//! The outbound session writes [`Command::to_wire`] bytes itself; the inbound client hands
-//! [`Command::to_crate`] to freeswitch-esl-tokio, whose types stay inside `freeswitch/`.
+//! Both links write [`Command::to_wire`] bytes and nothing else; there are no command
+//! literals anywhere outside this file.
 //! Invariant: a caller-supplied value holding CR or LF never reaches the wire, because one
 //! line break is enough to smuggle a second command into the socket.
 
 use std::fmt::Write as _;
 
-use freeswitch_esl_tokio::EslCommand;
+use crate::settings::Secret;
 
 /// A command that cannot be put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,11 +27,6 @@ pub enum Error {
     /// A value holds dial-string syntax (`,` `|` `{` `}` `[` `]` `'`).
     #[error("esl command bridge: a {field} holds dial-string syntax (, | {{ }} [ ] '); refused so it cannot add or change legs")]
     DialSyntax { field: &'static str },
-    /// The command only goes through an outbound (per-call) socket.
-    #[error(
-        "esl command {command}: only sent on an outbound call socket, not on the inbound link"
-    )]
-    OutboundOnly { command: &'static str },
 }
 
 /// Event encoding asked of FreeSWITCH.
@@ -66,6 +61,10 @@ pub struct Execute<'a> {
 /// One ESL command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
+    /// Log in to the inbound event socket (the password only ever goes on the wire).
+    Auth {
+        password: &'a Secret,
+    },
     /// First command on an outbound socket; the reply carries the channel data.
     Connect,
     /// Subscribe an outbound socket to its own channel's events (`None` = FreeSWITCH's
@@ -106,6 +105,7 @@ impl Command<'_> {
     /// The command's name, for errors and logs.
     pub fn name(&self) -> &'static str {
         match self {
+            Command::Auth { .. } => "auth",
             Command::Connect => "connect",
             Command::MyEvents { .. } => "myevents",
             Command::Linger { .. } => "linger",
@@ -122,6 +122,12 @@ impl Command<'_> {
     pub fn write_wire(&self, out: &mut String) -> Result<(), Error> {
         let command = self.name();
         match *self {
+            Command::Auth { password } => {
+                line(command, "password", password.expose())?;
+                out.push_str("auth ");
+                out.push_str(password.expose());
+                out.push_str("\n\n");
+            }
             Command::Connect => out.push_str("connect\n\n"),
             Command::MyEvents { format } => {
                 out.push_str("myevents");
@@ -193,36 +199,6 @@ impl Command<'_> {
         let mut out = String::with_capacity(128);
         self.write_wire(&mut out)?;
         Ok(out)
-    }
-
-    /// The same command as freeswitch-esl-tokio's type, for the inbound link it drives.
-    pub(crate) fn to_crate(self) -> Result<EslCommand, Error> {
-        let command = self.name();
-        match self {
-            Command::Event {
-                format,
-                events,
-                custom,
-            } => Ok(EslCommand::Events {
-                format: format.as_str().to_owned(),
-                events: event_list(events, custom)?.trim_start().to_owned(),
-            }),
-            Command::Api { command: api, args } => Ok(EslCommand::Api {
-                command: api_line(command, api, args)?,
-            }),
-            Command::BgApi { command: api, args } => Ok(EslCommand::BgApi {
-                command: api_line(command, api, args)?,
-            }),
-            Command::Exit => Ok(EslCommand::Exit),
-            // Executes and hangups go through the per-call outbound socket, which writes
-            // `to_wire` bytes itself: the crate's sendmsg re-cases header names and its
-            // ExecuteOptions carry no Event-UUID.
-            Command::Connect
-            | Command::MyEvents { .. }
-            | Command::Linger { .. }
-            | Command::Execute(_)
-            | Command::Hangup { .. } => Err(Error::OutboundOnly { command }),
-        }
     }
 }
 
@@ -483,6 +459,5 @@ mod tests {
             .unwrap(),
             "sendmsg u1\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING\n\n"
         );
-        assert!(Command::Connect.to_crate().is_err());
     }
 }

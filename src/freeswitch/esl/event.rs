@@ -1,15 +1,17 @@
 //! Wire events turned into the plain types the rest of patchbay uses.
 //!
-//! Both links end here: the inbound client hands freeswitch-esl-tokio's events, the outbound
-//! session hands its own [`WireEvent`]s, and both go through the [`Headers`] view into
-//! [`LinkEvent`] / [`ChannelEvent`]. Nothing outside `freeswitch/` sees a header map.
+//! Both links end here: event bodies are read as borrowed views ([`PlainView`], [`JsonView`];
+//! the inbound hot path allocates only for values it keeps or must decode) or as an owned
+//! [`WireEvent`] (the outbound session, which keeps whole completions), and all of them go
+//! through the [`Headers`] trait into [`LinkEvent`] / [`ChannelEvent`]. Nothing outside
+//! `freeswitch/` sees a header map.
 //! Invariant: a mandatory header that is missing is an [`Error`], never a made-up default.
 
 use std::time::Duration;
 
-use freeswitch_esl_tokio::EslEvent;
+use std::borrow::Cow;
 
-use super::frame::{url_decode, Frame};
+use super::frame::url_decode;
 
 /// An event that cannot be turned into a plain type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,15 +38,8 @@ pub trait Headers {
     /// A header's (decoded) value; names are matched without regard to case.
     fn header(&self, name: &str) -> Option<&str>;
     fn body(&self) -> Option<&str>;
-}
-
-impl Headers for EslEvent {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.header_str(name)
-    }
-    fn body(&self) -> Option<&str> {
-        EslEvent::body(self)
-    }
+    /// Every header in wire order, names as FreeSWITCH spelled them.
+    fn each<'s>(&'s self, visit: impl FnMut(&'s str, &'s str));
 }
 
 /// One event as the outbound session decodes it: headers in wire order, values decoded.
@@ -55,6 +50,11 @@ pub struct WireEvent {
 }
 
 impl Headers for WireEvent {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.headers {
+            visit(name, value);
+        }
+    }
     fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -67,56 +67,234 @@ impl Headers for WireEvent {
 }
 
 impl WireEvent {
-    /// Decode a `text/event-plain` body: URL-encoded `Name: value` lines, then optionally
-    /// `Content-Length: N`, an empty line and N raw bytes (the same shape as a frame).
+    /// Decode a `text/event-plain` body into owned headers.
     pub fn from_plain(data: &[u8]) -> Result<WireEvent, Error> {
+        let view = PlainView::parse(data)?;
+        Ok(WireEvent {
+            headers: view
+                .entries
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.into_owned()))
+                .collect(),
+            body: view.body.map(Cow::into_owned),
+        })
+    }
+
+    /// Decode a `text/event-json` body into owned headers.
+    pub fn from_json(data: &[u8]) -> Result<WireEvent, Error> {
+        let view = JsonView::parse(data)?;
+        let mut event = WireEvent {
+            headers: Vec::with_capacity(view.entries.len()),
+            body: None,
+        };
+        for (name, value) in view.entries {
+            if name == "_body" {
+                event.body = Some(value.into_owned());
+            } else {
+                event.headers.push((name.into_owned(), value.into_owned()));
+            }
+        }
+        Ok(event)
+    }
+}
+
+fn find_header(entries: &[(impl AsRef<str>, Cow<'_, str>)], name: &str) -> Option<usize> {
+    entries
+        .iter()
+        .position(|(key, _)| key.as_ref().eq_ignore_ascii_case(name))
+}
+
+/// A `text/event-plain` body read in place: URL-encoded `Name: value` lines, then optionally
+/// `Content-Length: N`, an empty line and N raw bytes. Only values holding `%` are copied.
+pub struct PlainView<'a> {
+    entries: Vec<(&'a str, Cow<'a, str>)>,
+    body: Option<Cow<'a, str>>,
+}
+
+impl<'a> PlainView<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<PlainView<'a>, Error> {
         let malformed = |detail: String| Error::Malformed {
             format: "plain",
             what: "event",
             detail,
         };
-        let (frame, _) = Frame::parse(data)
-            .map_err(|error| malformed(error.to_string()))?
-            .ok_or_else(|| {
-                malformed("the header block or the announced body is cut short".to_owned())
-            })?;
-        let headers = frame
-            .headers()
-            .iter()
-            .filter(|(name, _)| !name.eq_ignore_ascii_case("Content-Length"))
-            .map(|(name, value)| (name.clone(), url_decode(value).into_owned()))
-            .collect();
-        let body = frame
-            .into_body()
-            .map(|body| String::from_utf8_lossy(&body).into_owned());
-        Ok(WireEvent { headers, body })
+        // Values are URL-encoded, so the header block is ASCII; the raw body after it may
+        // be anything, so only the valid prefix is taken as text.
+        let text = match std::str::from_utf8(data) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&data[..error.valid_up_to()]).unwrap_or_default(),
+        };
+        let header_end = text.find("\n\n").ok_or_else(|| {
+            malformed("the header block has no terminating empty line or is not UTF-8".into())
+        })?;
+        let block = &text[..header_end];
+        let mut entries = Vec::with_capacity(128);
+        let mut content_length = None;
+        for line in block.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            // Names are short: a plain scan beats memchr's setup on every one of ~100 lines.
+            let Some(colon) = line.bytes().position(|byte| byte == b':') else {
+                return Err(malformed(format!("{line:?} has no ':'")));
+            };
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            if name.eq_ignore_ascii_case("Content-Length") {
+                content_length =
+                    Some(value.parse::<usize>().map_err(|_| {
+                        malformed(format!("Content-Length {value:?} is not a number"))
+                    })?);
+                continue;
+            }
+            entries.push((name, url_decode(value)));
+        }
+        let rest = &data[header_end + 2..];
+        let body = match content_length {
+            Some(length) => Some(String::from_utf8_lossy(rest.get(..length).ok_or_else(
+                || {
+                    malformed(format!(
+                        "Content-Length says {length} bytes, only {} follow",
+                        rest.len()
+                    ))
+                },
+            )?)),
+            None => None,
+        };
+        Ok(PlainView { entries, body })
     }
+}
 
-    /// Decode a `text/event-json` body: one object of strings (arrays kept as JSON text),
-    /// the body in `_body`.
-    pub fn from_json(data: &[u8]) -> Result<WireEvent, Error> {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(data)
-            .map_err(|error| Error::Malformed {
+impl Headers for PlainView<'_> {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.entries {
+            visit(name, value);
+        }
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.entries, name).map(|index| self.entries[index].1.as_ref())
+    }
+    fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+}
+
+/// A `text/event-json` body read in place: strings borrowed unless they hold escapes, arrays
+/// turned back into FreeSWITCH's `ARRAY::a|:b`, the body in `_body`.
+pub struct JsonView<'a> {
+    entries: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> JsonView<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<JsonView<'a>, Error> {
+        let entries: JsonEntries<'a> =
+            serde_json::from_slice(data).map_err(|error| Error::Malformed {
                 format: "json",
                 what: "event",
                 detail: error.to_string(),
             })?;
-        let mut event = WireEvent {
-            headers: Vec::with_capacity(object.len()),
-            body: None,
-        };
-        for (name, value) in object {
-            let value = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
-            if name == "_body" {
-                event.body = Some(value);
-            } else {
-                event.headers.push((name, value));
+        Ok(JsonView { entries: entries.0 })
+    }
+}
+
+impl Headers for JsonView<'_> {
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.entries {
+            visit(name, value);
+        }
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.entries, name).map(|index| self.entries[index].1.as_ref())
+    }
+    fn body(&self) -> Option<&str> {
+        self.header("_body")
+    }
+}
+
+struct JsonEntries<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de> serde::Deserialize<'de> for JsonEntries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor;
+        impl<'de> serde::de::Visitor<'de> for MapVisitor {
+            type Value = JsonEntries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an ESL event object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(128));
+                while let Some(key) = map.next_key::<JsonText<'de>>()? {
+                    let value = map.next_value::<JsonText<'de>>()?;
+                    entries.push((key.0, value.0));
+                }
+                Ok(JsonEntries(entries))
             }
         }
-        Ok(event)
+        deserializer.deserialize_map(MapVisitor)
+    }
+}
+
+/// A JSON value as ESL text: strings as they are, arrays as `ARRAY::a|:b`, others printed.
+struct JsonText<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = JsonText<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, an array of strings or a scalar")
+            }
+            fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Borrowed(value)))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value.to_owned())))
+            }
+            fn visit_string<E>(self, value: String) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value)))
+            }
+            fn visit_bool<E>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value.to_string())))
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value.to_string())))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value.to_string())))
+            }
+            fn visit_f64<E>(self, value: f64) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Owned(value.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(JsonText(Cow::Borrowed("")))
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: S,
+            ) -> Result<Self::Value, S::Error> {
+                let mut text = String::from("ARRAY::");
+                let mut first = true;
+                while let Some(item) = seq.next_element::<JsonText<'de>>()? {
+                    if !first {
+                        text.push_str("|:");
+                    }
+                    first = false;
+                    text.push_str(&item.0);
+                }
+                Ok(JsonText(Cow::Owned(text)))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                _map: M,
+            ) -> Result<Self::Value, M::Error> {
+                Err(serde::de::Error::custom(
+                    "an ESL event value is never an object",
+                ))
+            }
+        }
+        deserializer.deserialize_any(TextVisitor)
     }
 }
 
@@ -317,50 +495,77 @@ impl ChannelEvent {
         let Some(kind) = ChannelEventKind::parse(name) else {
             return Ok(None);
         };
-        let uuid = event
-            .header("Unique-ID")
+        // One pass over the headers (they number about a hundred) instead of a lookup per
+        // field: this runs for every event on the inbound link. FreeSWITCH spells these names
+        // one way only.
+        let mut channel = ChannelEvent {
+            kind,
+            name: None,
+            uuid: String::new(),
+            call_uuid: None,
+            direction: None,
+            answer_state: None,
+            hangup_cause: None,
+            caller_id_name: None,
+            caller_id_number: None,
+            destination_number: None,
+            other_leg_uuid: None,
+            application: None,
+            application_uuid: None,
+            application_data: None,
+            application_response: None,
+            dtmf_digit: None,
+            variables: Vec::new(),
+        };
+        let mut uuid = None;
+        let keep = |slot: &mut Option<String>, value: &str| {
+            if slot.is_none() {
+                *slot = Some(value.to_owned());
+            }
+        };
+        event.each(|header, value| match header {
+            "Unique-ID" => {
+                if uuid.is_none() {
+                    uuid = Some(value);
+                }
+            }
+            "Channel-Name" => keep(&mut channel.name, value),
+            "Channel-Call-UUID" => keep(&mut channel.call_uuid, value),
+            "Call-Direction" => {
+                channel.direction = match value {
+                    "inbound" => Some(Direction::Inbound),
+                    "outbound" => Some(Direction::Outbound),
+                    _ => None,
+                }
+            }
+            "Answer-State" => keep(&mut channel.answer_state, value),
+            "Hangup-Cause" => keep(&mut channel.hangup_cause, value),
+            "Caller-Caller-ID-Name" => keep(&mut channel.caller_id_name, value),
+            "Caller-Caller-ID-Number" => keep(&mut channel.caller_id_number, value),
+            "Caller-Destination-Number" => keep(&mut channel.destination_number, value),
+            "Other-Leg-Unique-ID" => keep(&mut channel.other_leg_uuid, value),
+            "Application" => keep(&mut channel.application, value),
+            "Application-UUID" => keep(&mut channel.application_uuid, value),
+            "Application-Data" => keep(&mut channel.application_data, value),
+            "Application-Response" => keep(&mut channel.application_response, value),
+            "DTMF-Digit" => channel.dtmf_digit = value.chars().next(),
+            _ => {
+                if let Some(variable) = header.strip_prefix("variable_") {
+                    if KEPT_VARIABLES.contains(&variable) && channel.variable(variable).is_none() {
+                        channel
+                            .variables
+                            .push((variable.to_owned(), value.to_owned()));
+                    }
+                }
+            }
+        });
+        channel.uuid = uuid
             .ok_or_else(|| Error::MissingHeader {
                 event: name.to_owned(),
                 header: "Unique-ID",
-            })?;
-        let owned = |header: &str| event.header(header).map(str::to_owned);
-        let direction = match event.header("Call-Direction") {
-            Some("inbound") => Some(Direction::Inbound),
-            Some("outbound") => Some(Direction::Outbound),
-            _ => None,
-        };
-        let dtmf_digit = event
-            .header("DTMF-Digit")
-            .and_then(|digit| digit.chars().next());
-        let mut variables = Vec::new();
-        let mut key = String::with_capacity(40);
-        for variable in KEPT_VARIABLES {
-            key.clear();
-            key.push_str("variable_");
-            key.push_str(variable);
-            if let Some(value) = event.header(&key) {
-                variables.push(((*variable).to_owned(), value.to_owned()));
-            }
-        }
-        Ok(Some(ChannelEvent {
-            kind,
-            name: owned("Channel-Name"),
-            uuid: uuid.to_owned(),
-            call_uuid: owned("Channel-Call-UUID"),
-            direction,
-            answer_state: owned("Answer-State"),
-            hangup_cause: owned("Hangup-Cause"),
-            caller_id_name: owned("Caller-Caller-ID-Name"),
-            caller_id_number: owned("Caller-Caller-ID-Number"),
-            destination_number: owned("Caller-Destination-Number"),
-            other_leg_uuid: owned("Other-Leg-Unique-ID"),
-            application: owned("Application"),
-            application_uuid: owned("Application-UUID"),
-            application_data: owned("Application-Data"),
-            application_response: owned("Application-Response"),
-            dtmf_digit,
-            variables,
-        }))
+            })?
+            .to_owned();
+        Ok(Some(channel))
     }
 
     /// A kept channel variable (name without `variable_`).
@@ -548,6 +753,48 @@ mod tests {
         let data = b"Event-Name: BACKGROUND_JOB\nContent-Length: 400\n\n+OK\n";
         assert!(WireEvent::from_plain(data).is_err());
         assert!(WireEvent::from_json(b"{\"Event-Name\": ").is_err());
+    }
+
+    #[test]
+    fn json_view_borrows_strings_and_flattens_arrays() {
+        let data = br#"{"Event-Name":"CHANNEL_ANSWER","Unique-ID":"u1","Caller-Caller-ID-Name":"Marie \"M\" <D\u00e9>","variable_originate_causes":["a;NONE","b;LOSE_RACE"],"Content-Length":"3","_body":"ok\n"}"#;
+        let view = JsonView::parse(data).unwrap();
+        assert_eq!(
+            view.header("caller-caller-id-name"),
+            Some("Marie \"M\" <Dé>")
+        );
+        assert_eq!(
+            view.header("variable_originate_causes"),
+            Some("ARRAY::a;NONE|:b;LOSE_RACE")
+        );
+        assert_eq!(view.body(), Some("ok\n"));
+        let event = ChannelEvent::from_headers(&view).unwrap().unwrap();
+        assert_eq!(event.kind, ChannelEventKind::Answer);
+        assert!(JsonView::parse(br#"{"Event-Name":{"nested":"x"}}"#).is_err());
+        assert!(JsonView::parse(b"\xff\xfe").is_err());
+    }
+
+    #[test]
+    fn plain_view_decodes_values_and_rejects_broken_blocks() {
+        let data = b"Event-Name: CHANNEL_CREATE\nUnique-ID: u1\nCaller-Caller-ID-Name: Marie%20%3CD%C3%A9%3E\n\n";
+        let view = PlainView::parse(data).unwrap();
+        assert_eq!(view.header("Caller-Caller-ID-Name"), Some("Marie <Dé>"));
+        assert!(view.body().is_none());
+        assert!(PlainView::parse(b"Event-Name: X\nno colon here\n\n").is_err());
+        assert!(PlainView::parse(b"Event-Name: X\n").is_err());
+        assert!(PlainView::parse(b"Event-Name: \xff\n\n").is_err());
+    }
+
+    #[test]
+    fn a_channel_event_without_unique_id_is_an_error() {
+        let view = PlainView::parse(b"Event-Name: CHANNEL_ANSWER\n\n").unwrap();
+        assert!(matches!(
+            ChannelEvent::from_headers(&view),
+            Err(Error::MissingHeader {
+                header: "Unique-ID",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -246,11 +246,16 @@ where
     })
     .await?;
 
-    handler(Session {
+    // The flow runs as its own task so that a bug in it (a panic) ends this call cleanly
+    // below instead of leaving the caller parked with nobody in control.
+    let uuid = channel.uuid.clone();
+    let flow = tokio::spawn(handler(Session {
         channel,
         control: Arc::clone(&call),
-    })
-    .await;
+    }));
+    if let Err(error) = flow.await {
+        tracing::error!("outbound esl {peer}: the call flow for {uuid} failed: {error}");
+    }
 
     // The flow is done. If the channel still exists, closing the socket makes FreeSWITCH
     // hang it up; otherwise wait for the final events and FreeSWITCH's own close.
@@ -733,6 +738,7 @@ impl CallControl for OutboundCall {
                     other_uuid: done
                         .header("variable_last_bridge_to")
                         .or_else(|| done.header("variable_bridge_uuid"))
+                        .or_else(|| done.header("variable_bridge_to"))
                         .map(str::to_owned),
                     channel,
                 });
