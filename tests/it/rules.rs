@@ -1,1 +1,307 @@
-//! Integration tests: rules.
+//! Integration tests: `patchbay check` and `patchbay simulate` run as a person runs them, on
+//! real git repos made here.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use git2::{IndexAddOption, Repository, Signature};
+use tempfile::TempDir;
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("file has a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write file");
+    }
+}
+
+fn commit_all(repo: &Repository, message: &str) {
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .expect("add files");
+    index.write().expect("write index");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("find tree");
+    let signature = Signature::now("Test", "test@example.com").expect("signature");
+    let parent = repo.head().ok().and_then(|head| head.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        message,
+        &tree,
+        &parents,
+    )
+    .expect("commit");
+}
+
+/// A phone repo with `files` committed.
+fn phone_repo(files: &[(&str, &str)]) -> (TempDir, Repository) {
+    let dir = TempDir::new().expect("temp dir");
+    let repo = Repository::init(dir.path()).expect("git init");
+    write(dir.path(), files);
+    commit_all(&repo, "rules");
+    (dir, repo)
+}
+
+fn patchbay(args: &[&str]) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(args)
+        .output()
+        .expect("run patchbay");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+const VIP: &str = r#"// Family rings only the home phone, always.
+rule(#{
+    id: "family_home",
+    rule: #{ peer_number: "^%+33123" },
+    properties: #{ bridge_to: ["1001"], voicemail_delay: 40 },
+});
+"#;
+
+#[test]
+fn check_clean_repo_prints_a_summary_and_exits_0() {
+    let (dir, _repo) = phone_repo(&[("rules/10-vip.rhai", VIP), ("README.md", "mine")]);
+    let (code, out, err) = patchbay(&["check", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rules in 7 files OK"), "{out}");
+    assert!(out.contains("1 from the phone repo"), "{out}");
+}
+
+#[test]
+fn check_reports_every_error_with_place_and_hint_and_exits_1() {
+    let (dir, _repo) = phone_repo(&[
+        ("rules/10-vip.rhai", VIP),
+        (
+            "rules/20-night.rhai",
+            "rule(#{\n    id: \"typo\",\n    rule_anny: #{ country: [\"FR\"] },\n});\nrule(#{ id: \"pattern\", rule: #{ peer_number: \"[0-9\" } });\n",
+        ),
+        ("rules/30-syntax.rhai", "rule(#{ id: \"x\" rule: #{} });\n"),
+    ]);
+    let (code, out, _) = patchbay(&["check", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.contains(
+            &"error: rules/20-night.rhai:1:1: rule 'typo': unknown key 'rule_anny' in the rule map"
+        ),
+        "{out}"
+    );
+    assert!(lines.contains(&"  hint: did you mean rule_any?"), "{out}");
+    assert!(
+        out.contains("error: rules/20-night.rhai:5:1: rule 'pattern': rule.peer_number: bad Lua pattern \"[0-9\""),
+        "{out}"
+    );
+    assert!(out.contains("error: rules/30-syntax.rhai:1:"), "{out}");
+    assert!(out.contains("3 errors in the rules of the commit"), "{out}");
+}
+
+#[test]
+fn check_reads_the_commit_unless_asked_for_the_worktree() {
+    let (dir, _repo) = phone_repo(&[("rules/10-vip.rhai", VIP)]);
+    write(
+        dir.path(),
+        &[(
+            "rules/20-draft.rhai",
+            "rule(#{ id: \"draft\", excpt: #{} });",
+        )],
+    );
+    let path = dir.path().to_str().expect("utf-8 path");
+    let (code, out, _) = patchbay(&["check", path]);
+    assert_eq!(code, 0, "the uncommitted draft is not checked: {out}");
+    let (code, out, _) = patchbay(&["check", path, "--worktree"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("rules/20-draft.rhai:1:1: rule 'draft': unknown key 'excpt'"),
+        "{out}"
+    );
+    assert!(out.contains("hint: did you mean except?"), "{out}");
+}
+
+#[test]
+fn check_warns_about_lua_magic_characters_in_numbers() {
+    let (dir, _repo) = phone_repo(&[(
+        "rules/10-office.rhai",
+        "rule(#{ id: \"office\", rule: #{ peer_number: \"514-555\" } });\n",
+    )]);
+    let (code, out, _) = patchbay(&["check", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "a warning is not an error: {out}");
+    assert!(
+        out.contains("warning: rules/10-office.rhai:1:1: rule 'office':"),
+        "{out}"
+    );
+    assert!(out.contains("contains '-'"), "{out}");
+    assert!(
+        out.contains("hint: write %- to match a literal '-'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_outside_a_repo_is_a_clear_error() {
+    let dir = TempDir::new().expect("temp dir");
+    let (code, _, err) = patchbay(&["check", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a git repository"), "{err}");
+}
+
+fn simulate(repo: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["simulate", "--repo", repo.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    let (code, out, err) = patchbay(&args);
+    (code, format!("{out}{err}"))
+}
+
+#[test]
+fn simulate_night_call_from_abroad_is_declined_and_explained() {
+    let (dir, _repo) = phone_repo(&[
+        ("rules/10-vip.rhai", VIP),
+        ("greetings/wave_fr.wav", "RIFF"),
+    ]);
+    let (code, out) = simulate(
+        dir.path(),
+        &[
+            "--from",
+            "+44 20 7946 0958",
+            "--to",
+            "514-555-0100",
+            "--at",
+            "2026-12-01 23:30",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("  from        +44 20 7946 0958  (GB)"),
+        "{out}"
+    );
+    assert!(out.contains("  to          +1 514-555-0100"), "{out}");
+    assert!(out.contains("  local time  Tue 2026-12-01 23:30"), "{out}");
+    assert!(out.contains("✓ night_filter"), "{out}");
+    assert!(
+        out.contains(
+            "✗ family_home            rule: peer_number is \"+442079460958\", wanted \"^%+33123\""
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("1. Do not ring any device (declined by the rules)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Otherwise take a voicemail after the patchbay's built-in greeting"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_daytime_call_from_family_uses_the_repo_rule_and_greeting() {
+    let (dir, _repo) = phone_repo(&[
+        ("rules/10-vip.rhai", VIP),
+        ("greetings/wave_fr.wav", "RIFF"),
+    ]);
+    let (code, out) = simulate(
+        dir.path(),
+        &[
+            "--from",
+            "+33 1 23 45 67 89",
+            "--to",
+            "+15145550100",
+            "--at",
+            "2026-12-01 12:00",
+            "--devices",
+            "3",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("✓ family_home"), "{out}");
+    assert!(out.contains("✗ night_filter"), "{out}");
+    assert!(
+        out.contains("time_interval is 12:00, wanted 22:00-07:00"),
+        "{out}"
+    );
+    assert!(out.contains("early    language"), "{out}");
+    assert!(out.contains("1. Ring 1001 at once for 40 s"), "{out}");
+    assert!(
+        out.contains("2. Record the conversation if someone answers"),
+        "{out}"
+    );
+    assert!(out.contains("greeting wave_fr.wav"), "{out}");
+}
+
+#[test]
+fn simulate_busy_and_no_devices() {
+    let (dir, _repo) = phone_repo(&[("rules/10-vip.rhai", VIP)]);
+    let at = [
+        "--from",
+        "+15145550199",
+        "--to",
+        "+15145550100",
+        "--at",
+        "2026-12-01 12:00",
+    ];
+    let (_, out) = simulate(dir.path(), &[&at[..], &["--busy"]].concat());
+    assert!(out.contains("✓ busy_when_on_a_call"), "{out}");
+    assert!(
+        out.contains("devices     2 registered, already on a call"),
+        "{out}"
+    );
+    let (_, out) = simulate(dir.path(), &[&at[..], &["--devices", "0"]].concat());
+    assert!(out.contains("✓ away_when_no_device"), "{out}");
+}
+
+#[test]
+fn simulate_star_86_from_a_device_runs_the_menu() {
+    let (dir, _repo) = phone_repo(&[("rules/10-vip.rhai", VIP)]);
+    let (code, out) = simulate(
+        dir.path(),
+        &["--from", "1001", "--to", "*86", "--at", "2026-12-01 12:00"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("internal (from one of your devices)"), "{out}");
+    assert!(
+        out.contains("Hand the call to the dialplan of rule 'menu'"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_with_broken_rules_or_a_bad_time_says_so() {
+    let (dir, _repo) = phone_repo(&[(
+        "rules/10-bad.rhai",
+        "rule(#{ id: \"b\", rule_lesser: #{ country: \"x\" } });",
+    )]);
+    let (code, out) = simulate(
+        dir.path(),
+        &["--from", "+15145550199", "--to", "+15145550100"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("run `patchbay check"), "{out}");
+    let (code, out) = simulate(
+        dir.path(),
+        &[
+            "--from",
+            "+15145550199",
+            "--to",
+            "+15145550100",
+            "--at",
+            "tonight",
+        ],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("--at \"tonight\": expected a local time like \"2026-12-01 23:30\""),
+        "{out}"
+    );
+}
