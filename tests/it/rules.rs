@@ -305,3 +305,172 @@ fn simulate_with_broken_rules_or_a_bad_time_says_so() {
         "{out}"
     );
 }
+
+mod docs {
+    //! Every ```rhai example of docs/rules.md compiles with the defaults and runs against a few
+    //! calls, its events and its dialplan without a rule error, so the page cannot drift.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use chrono::NaiveDate;
+    use patchbay::calls::{Call, Origin};
+    use patchbay::contacts::Contact;
+    use patchbay::rules::{
+        CallScript, DidSetting, FixedClock, NoResources, RecordOptions, RuleSet, RuleSettings,
+        ScriptError, SharedResources, Source, SourceFile, Value, EVENTS,
+    };
+
+    fn examples() -> Vec<(usize, String)> {
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/rules.md"))
+            .expect("docs/rules.md is readable");
+        let mut examples = Vec::new();
+        let mut current: Option<(usize, String)> = None;
+        for (index, line) in page.lines().enumerate() {
+            match (&mut current, line.trim_end()) {
+                (None, "```rhai") => current = Some((index + 2, String::new())),
+                (Some(_), "```") => examples.extend(current.take()),
+                (Some((_, text)), line) => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                (None, _) => {}
+            }
+        }
+        examples
+    }
+
+    fn calls() -> Vec<Call> {
+        let time = |hour| {
+            NaiveDate::from_ymd_opt(2026, 12, 5)
+                .and_then(|day| day.and_hms_opt(hour, 15, 0))
+                .expect("valid time")
+        };
+        let external = Call {
+            uuid: "doc-1".into(),
+            origin: Origin::External,
+            peer_number: "+33123456789".into(),
+            caller_id_name: "Dr. Alice".into(),
+            caller_id_number: "+33123456789".into(),
+            destination_number: "+15145550100".into(),
+            did: Some("+15145550100".into()),
+            country: Some("FR".into()),
+            location: None,
+            contact: Some(Contact {
+                uid: "alice".into(),
+                name: "Alice".into(),
+                groups: vec!["family".into(), "vip".into(), "work".into()],
+                language: Some("fr".into()),
+                numbers: vec!["+33123456789".into()],
+            }),
+            local_time: time(23),
+            device_count: 2,
+            busy: false,
+            state: "ringing".into(),
+            hangup_cause: None,
+        };
+        let mut stranger = external.clone();
+        stranger.contact = None;
+        stranger.local_time = time(10);
+        stranger.busy = true;
+        stranger.device_count = 0;
+        let mut menu = external.clone();
+        menu.origin = Origin::Internal;
+        menu.peer_number = "*7".into();
+        menu.destination_number = "*7".into();
+        menu.country = None;
+        menu.did = None;
+        menu.contact = None;
+        vec![external, stranger, menu]
+    }
+
+    struct Phone;
+
+    impl CallScript for Phone {
+        fn answer(&mut self) -> Result<(), ScriptError> {
+            Ok(())
+        }
+        fn play(&mut self, _: &str) -> Result<(), ScriptError> {
+            Ok(())
+        }
+        fn get_digits(&mut self, _: u32, _: u64) -> Result<String, ScriptError> {
+            Ok("1".into())
+        }
+        fn record(&mut self, _: &RecordOptions) -> Result<String, ScriptError> {
+            Ok("/tmp/memo.wav".into())
+        }
+        fn transfer(&mut self, _: &str) -> Result<(), ScriptError> {
+            Ok(())
+        }
+        fn hangup(&mut self, _: &str) -> Result<(), ScriptError> {
+            Ok(())
+        }
+        fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
+            Ok(1)
+        }
+        fn record_greeting(&mut self, _: &str) -> Result<(), ScriptError> {
+            Ok(())
+        }
+        fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn every_example_in_the_user_docs_compiles_and_runs() {
+        let settings = RuleSettings {
+            caller_id: BTreeMap::from([("en".to_owned(), "John Doe".to_owned())]),
+            dids: vec![DidSetting {
+                number: "+15145550100".into(),
+                country: Some("CA".into()),
+            }],
+            voicemail_delay: Some(30),
+        };
+        let resources: SharedResources = Arc::new(NoResources);
+        let examples = examples();
+        assert!(
+            examples.len() >= 30,
+            "only {} examples found",
+            examples.len()
+        );
+        let mut data = BTreeMap::new();
+        data.insert("transcript".to_owned(), Value::from("call me back"));
+        let data = Value::Map(data);
+        for (line, text) in examples {
+            let file = SourceFile {
+                source: Source::PhoneRepo,
+                path: format!("docs/rules.md:{line}"),
+                text: text.clone(),
+            };
+            let rules = RuleSet::compile_with(&[file], &settings)
+                .unwrap_or_else(|errors| panic!("docs/rules.md:{line}: {errors:?}\n{text}"));
+            assert!(
+                rules.warnings().is_empty(),
+                "docs/rules.md:{line}: {:?}",
+                rules.warnings()
+            );
+            let rules = rules.with_clock(Arc::new(FixedClock(calls()[0].local_time)));
+            for call in calls() {
+                let decision = rules.decide(&call, &resources);
+                assert!(
+                    decision.errors.is_empty() && !decision.safe_default,
+                    "docs/rules.md:{line}: {:?}\n{text}",
+                    decision.errors
+                );
+                if decision.has_dialplan() {
+                    rules
+                        .run_dialplan(&decision, &call, &resources, &mut Phone)
+                        .unwrap_or_else(|error| panic!("docs/rules.md:{line}: {error}"));
+                }
+                for event in EVENTS {
+                    let outcome = rules.run_event(event, &call, &data, &resources);
+                    assert!(
+                        outcome.errors.is_empty(),
+                        "docs/rules.md:{line}: {:?}",
+                        outcome.errors
+                    );
+                }
+            }
+        }
+    }
+}
