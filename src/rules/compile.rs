@@ -31,9 +31,12 @@ pub const RULE_KEYS: &[&str] = &[
     "fallback",
 ];
 
-/// A closure from a rule file, called through the snapshot's functions.
+/// A closure from a rule file, called through the functions of the file that defined it (so
+/// a helper `fn` in one file never replaces a same-named one in another).
 pub(super) struct Closure {
     name: String,
+    /// Index of the defining file in [`RuleSet::functions`].
+    file: usize,
     curry: Vec<Dynamic>,
     /// Parameters after the captured ones: 0, 1 (call) or 2 (call, props).
     arity: usize,
@@ -64,7 +67,8 @@ pub(super) struct Entry {
 /// All rules of one snapshot, compiled once; cheap to share (`Arc<RuleSet>`) across calls.
 pub struct RuleSet {
     pub(super) engine: Engine,
-    pub(super) functions: AST,
+    /// Functions (and closures) of each rule file, in load order.
+    pub(super) functions: Vec<AST>,
     pub(super) entries: Vec<Entry>,
     pub(super) closures: Vec<Closure>,
     pub(super) handlers: Vec<(String, usize)>,
@@ -89,7 +93,7 @@ impl Default for RuleSet {
         let collector = Arc::new(Mutex::new(Collector::default()));
         RuleSet {
             engine: engine::build(collector, Dynamic::from_map(Map::new()), clock.clone()),
-            functions: AST::empty(),
+            functions: Vec::new(),
             entries: Vec::new(),
             closures: Vec::new(),
             handlers: Vec::new(),
@@ -129,7 +133,7 @@ impl Closure {
             .call_fn_with_options::<Dynamic>(
                 options,
                 &mut Scope::new(),
-                &rules.functions,
+                &rules.functions[self.file],
                 &self.name,
                 args,
             )
@@ -242,7 +246,8 @@ impl RuleSet {
         }
         engine.set_module_resolver(resolver);
 
-        let mut functions = AST::empty();
+        let mut functions: Vec<AST> = Vec::with_capacity(rule_files.len());
+        let mut function_files: Vec<&str> = Vec::with_capacity(rule_files.len());
         for file in &rule_files {
             let ast = match compile_file(&engine, file) {
                 Ok(ast) => ast,
@@ -263,7 +268,8 @@ impl RuleSet {
             if let Err(error) = outcome {
                 errors.push(runtime_load_error(&file.path, *error));
             }
-            functions = functions.merge(&ast.clone_functions_only());
+            functions.push(ast.clone_functions_only());
+            function_files.push(&file.path);
         }
 
         let (raw_rules, raw_handlers, collected) = {
@@ -276,11 +282,16 @@ impl RuleSet {
         };
         errors.extend(collected);
 
-        let arities: HashMap<String, usize> = functions
-            .iter_functions()
-            .map(|function| (function.name.to_owned(), function.params.len()))
+        let arities: Vec<HashMap<String, usize>> = functions
+            .iter()
+            .map(|ast| {
+                ast.iter_functions()
+                    .map(|function| (function.name.to_owned(), function.params.len()))
+                    .collect()
+            })
             .collect();
         let mut builder = Builder {
+            files: &function_files,
             arities: &arities,
             closures: Vec::new(),
             warnings: Vec::new(),
@@ -433,7 +444,8 @@ fn runtime_load_error(file: &str, mut error: EvalAltResult) -> LoadError {
 }
 
 struct Builder<'a> {
-    arities: &'a HashMap<String, usize>,
+    files: &'a [&'a str],
+    arities: &'a [HashMap<String, usize>],
     closures: Vec<Closure>,
     warnings: Vec<LoadError>,
     errors: Vec<LoadError>,
@@ -448,7 +460,10 @@ impl Builder<'_> {
         what: String,
     ) -> Option<usize> {
         let name = function.fn_name();
-        let Some(params) = self.arities.get(name) else {
+        let file = self.files.iter().position(|path| *path == at.file);
+        let Some((file, params)) =
+            file.and_then(|file| Some((file, self.arities[file].get(name)?)))
+        else {
             self.errors.push(at.error(
                 format!("{what}: '{name}' is not a function defined in the rule files"),
                 Some("write a closure, e.g. |call, props| ...".into()),
@@ -465,6 +480,7 @@ impl Builder<'_> {
         }
         self.closures.push(Closure {
             name: name.to_owned(),
+            file,
             curry: function.curry().to_vec(),
             arity,
             rule,

@@ -205,6 +205,8 @@ pub fn build(
         .set_max_modules(MAX_MODULES)
         .set_max_strings_interned(0);
     engine.disable_symbol("eval");
+    // A misspelt variable is a load error that `check` reports, not a failure mid-call.
+    engine.set_strict_variables(true);
     // Rules name their first closure parameter `call` (as AwesomeWM rules say `c`), but Rhai
     // reserves the word for `f.call(...)`; as an identifier it still works for that method.
     #[allow(deprecated)]

@@ -1003,3 +1003,32 @@ fn rule_outside_the_top_level_is_refused_at_run_time() {
     assert_eq!(decision.errors.len(), 1);
     assert!(decision.errors[0].message.contains("top level"));
 }
+
+#[test]
+fn misspelt_variable_in_a_closure_is_a_load_error() {
+    let errors = compile_errors(
+        r#"let office = "1001"; rule(#{ id: "t", properties: #{ bridge_to: |call| ofice } });"#,
+    );
+    assert!(errors[0].message.contains("ofice"), "{errors:?}");
+    assert_eq!(errors[0].line, Some(1));
+}
+
+#[test]
+fn helper_functions_stay_in_their_file() {
+    let first = SourceFile {
+        source: Source::PhoneRepo,
+        path: "rules/10-a.rhai".into(),
+        text: r#"fn pick() { "a.wav" } rule(#{ id: "a", properties: #{ voicemail: |call| pick() } });"#
+            .into(),
+    };
+    let second = SourceFile {
+        source: Source::PhoneRepo,
+        path: "rules/20-b.rhai".into(),
+        text: r#"fn pick() { "b" } rule(#{ id: "b", properties: #{ mood: |call| pick() } });"#
+            .into(),
+    };
+    let set = RuleSet::compile_only(&[first, second], &RuleSettings::default()).expect("compiles");
+    let decision = set.decide(&call(), &resources());
+    assert_eq!(decision.voicemail_greeting(), Some("a.wav"));
+    assert_eq!(decision.get("mood"), Some(&Value::from("b")));
+}
