@@ -166,16 +166,17 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `+33123456789  (+33 1 23 45 67 89, FR)`: E.164 as the rules see it, then as people write it.
 fn number_with_country(number: &str, country: Option<&str>, location: Option<&str>) -> String {
-    let shown = if number.starts_with('+') {
-        display(number)
-    } else {
+    let mut details = Vec::new();
+    if number.starts_with('+') {
+        details.push(display(number));
+    }
+    details.extend(location.or(country).map(str::to_owned));
+    if details.is_empty() {
         number.to_owned()
-    };
-    match (location, country) {
-        (Some(location), _) => format!("{shown}  ({location})"),
-        (None, Some(country)) => format!("{shown}  ({country})"),
-        (None, None) => shown,
+    } else {
+        format!("{number}  ({})", details.join(", "))
     }
 }
 
@@ -196,7 +197,7 @@ pub fn report(rules: &RuleSet, call: &Call, decision: &Decision, note: &str) -> 
                 call.country.as_deref(),
                 call.location.as_deref(),
             ),
-            call.destination_number.clone(),
+            number_with_country(&call.destination_number, None, None),
         ),
         Origin::Internal => (
             call.caller_id_number.clone(),
@@ -213,15 +214,7 @@ pub fn report(rules: &RuleSet, call: &Call, decision: &Decision, note: &str) -> 
     };
     line(format!("  {:<12}{origin}", "origin"));
     line(format!("  {:<12}{from}", "from"));
-    line(format!(
-        "  {:<12}{}",
-        "to",
-        if to.starts_with('+') {
-            display(&to)
-        } else {
-            to
-        }
-    ));
+    line(format!("  {:<12}{to}", "to"));
     line(format!("  {:<12}not loaded", "contact"));
     line(format!(
         "  {:<12}{}",

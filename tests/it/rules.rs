@@ -183,10 +183,13 @@ fn simulate_night_call_from_abroad_is_declined_and_explained() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("  from        +44 20 7946 0958  (GB)"),
+        out.contains("  from        +442079460958  (+44 20 7946 0958, GB)"),
         "{out}"
     );
-    assert!(out.contains("  to          +1 514-555-0100"), "{out}");
+    assert!(
+        out.contains("  to          +15145550100  (+1 514-555-0100)"),
+        "{out}"
+    );
     assert!(out.contains("  local time  Tue 2026-12-01 23:30"), "{out}");
     assert!(out.contains("✓ night_filter"), "{out}");
     assert!(
