@@ -272,7 +272,7 @@ impl<'a> Evaluation<'a> {
     fn call_value(&mut self) -> Dynamic {
         let call = self.call;
         self.call_value
-            .get_or_insert_with(|| Dynamic::from_map(call_map(call)).into_shared())
+            .get_or_insert_with(|| Dynamic::from_map(call_map(call)))
             .clone()
     }
 

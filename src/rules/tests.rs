@@ -1110,3 +1110,15 @@ fn bad_record_options_are_script_errors() {
         "{error}"
     );
 }
+
+#[test]
+fn closures_cannot_change_the_call_for_later_closures() {
+    let decision = decide(
+        r#"
+rule(#{ id: "a", properties: #{ mood: |call| { call.country = "XX"; "changed" } } });
+rule(#{ id: "b", properties: #{ caller_id: |call| call.country } });
+"#,
+        &call(),
+    );
+    assert_eq!(decision.caller_id(), Some("FR"));
+}
