@@ -305,14 +305,15 @@ impl RuleSet {
         }
         let mut handlers = Vec::new();
         for raw in raw_handlers {
+            let label = format!("on(\"{}\")", raw.event);
             let at = At {
                 file: &raw.file,
                 line: raw.line,
                 column: raw.column,
-                rule: &raw.event,
+                rule: &label,
             };
             let what = format!("handler for {}", raw.event);
-            let rule: Arc<str> = format!("on(\"{}\") in {}", raw.event, raw.file).into();
+            let rule: Arc<str> = format!("{label} in {}", raw.file).into();
             if let Some(closure) = builder.closure(&at, &raw.function, rule, what) {
                 handlers.push((raw.event.clone(), closure));
             }
