@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rhai::{Dynamic, Map};
 
 use super::compile::{Prop, RuleSet};
-use super::engine::{call_map, EvalCtx};
+use super::engine::{call_map, EvalCtx, RuleCall};
 use super::matcher::{call_language, CallView, FieldValue, Miss, Outcome, RuleValue, Section};
 use super::script::{self, CallScript};
 use super::value::Value;
@@ -272,7 +272,7 @@ impl<'a> Evaluation<'a> {
     fn call_value(&mut self) -> Dynamic {
         let call = self.call;
         self.call_value
-            .get_or_insert_with(|| Dynamic::from_map(call_map(call)))
+            .get_or_insert_with(|| Dynamic::from(RuleCall::new(call)))
             .clone()
     }
 

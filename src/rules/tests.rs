@@ -1112,7 +1112,7 @@ fn bad_record_options_are_script_errors() {
 }
 
 #[test]
-fn closures_cannot_change_the_call_for_later_closures() {
+fn the_call_is_read_only_for_closures() {
     let decision = decide(
         r#"
 rule(#{ id: "a", properties: #{ mood: |call| { call.country = "XX"; "changed" } } });
@@ -1120,5 +1120,6 @@ rule(#{ id: "b", properties: #{ caller_id: |call| call.country } });
 "#,
         &call(),
     );
-    assert_eq!(decision.caller_id(), Some("FR"));
+    assert!(decision.safe_default, "writing to call is refused");
+    assert_eq!(decision.errors[0].rule, "a");
 }
