@@ -57,7 +57,8 @@ pub(super) struct Entry {
     pub file: String,
     pub line: Option<usize>,
     pub conditions: Conditions,
-    pub properties: Vec<(Arc<str>, Prop)>,
+    /// (index in [`RuleSet::keys`], value).
+    pub properties: Vec<(usize, Prop)>,
     pub callback: Option<usize>,
     pub fallback: bool,
     /// `rule_greater`/`rule_lesser` errors go to the log once per rule, not once per call.
@@ -72,6 +73,9 @@ pub struct RuleSet {
     pub(super) entries: Vec<Entry>,
     pub(super) closures: Vec<Closure>,
     pub(super) handlers: Vec<(String, usize)>,
+    /// Every property name used by some rule; properties refer to it by index, so merging
+    /// compares integers, not strings.
+    pub(super) keys: Vec<Arc<str>>,
     pub(super) clock: Arc<dyn Clock>,
     warnings: Vec<LoadError>,
     files: usize,
@@ -97,6 +101,7 @@ impl Default for RuleSet {
             entries: Vec::new(),
             closures: Vec::new(),
             handlers: Vec::new(),
+            keys: Vec::new(),
             clock,
             warnings: Vec::new(),
             files: 0,
@@ -294,6 +299,8 @@ impl RuleSet {
             files: &function_files,
             arities: &arities,
             closures: Vec::new(),
+            keys: Vec::new(),
+            key_index: HashMap::new(),
             warnings: Vec::new(),
             errors,
         };
@@ -331,6 +338,7 @@ impl RuleSet {
             entries,
             closures: builder.closures,
             handlers,
+            keys: builder.keys,
             clock,
             warnings: builder.warnings,
             files: rule_files.len(),
@@ -448,6 +456,8 @@ struct Builder<'a> {
     files: &'a [&'a str],
     arities: &'a [HashMap<String, usize>],
     closures: Vec<Closure>,
+    keys: Vec<Arc<str>>,
+    key_index: HashMap<String, usize>,
     warnings: Vec<LoadError>,
     errors: Vec<LoadError>,
 }
@@ -767,7 +777,16 @@ impl Builder<'_> {
         }
     }
 
-    fn properties(&mut self, at: &At<'_>, id: &Arc<str>, value: &Dynamic) -> Vec<(Arc<str>, Prop)> {
+    fn key(&mut self, name: &str) -> usize {
+        if let Some(index) = self.key_index.get(name) {
+            return *index;
+        }
+        self.keys.push(Arc::from(name));
+        self.key_index.insert(name.to_owned(), self.keys.len() - 1);
+        self.keys.len() - 1
+    }
+
+    fn properties(&mut self, at: &At<'_>, id: &Arc<str>, value: &Dynamic) -> Vec<(usize, Prop)> {
         let Some(map) = self.section_map(at, "properties", value) else {
             return Vec::new();
         };
@@ -777,7 +796,8 @@ impl Builder<'_> {
             if let Some(function) = value.clone().try_cast::<FnPtr>() {
                 let what = format!("property {key}");
                 if let Some(closure) = self.closure(at, &function, id.clone(), what) {
-                    properties.push((Arc::from(key), Prop::Closure(closure)));
+                    let key = self.key(key);
+                    properties.push((key, Prop::Closure(closure)));
                 }
                 continue;
             }
@@ -808,7 +828,8 @@ impl Builder<'_> {
                 ));
                 continue;
             }
-            properties.push((Arc::from(key), Prop::Plain(plain)));
+            let key = self.key(key);
+            properties.push((key, Prop::Plain(plain)));
         }
         properties
     }
