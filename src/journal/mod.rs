@@ -66,6 +66,11 @@ impl Journal {
         }
     }
 
+    /// The timezone lines are stamped in, for messages that name a time ("since 14:03").
+    pub fn timezone(&self) -> Tz {
+        self.shared.timezone
+    }
+
     /// Never let this value appear in a journal line from now on.
     pub fn hide(&self, secret: &Secret) {
         if secret.expose().len() >= 3 {
@@ -130,9 +135,40 @@ impl Journal {
     }
 }
 
+/// A duration for people: "4.2 s", "42 s", "2 min 13 s", "1 h 05 min".
+pub fn human_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    if secs < 10 && duration.subsec_millis() >= 100 {
+        format!("{:.1} s", duration.as_secs_f64())
+    } else if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 3600 {
+        format!("{} min {} s", secs / 60, secs % 60)
+    } else {
+        format!("{} h {:02} min", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+/// A recording or talk length as a clock: "0:42", "12:05".
+pub fn clock_duration(secs: u64) -> String {
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_millis(4200)), "4.2 s");
+        assert_eq!(human_duration(Duration::from_secs(4)), "4 s");
+        assert_eq!(human_duration(Duration::from_secs(42)), "42 s");
+        assert_eq!(human_duration(Duration::from_secs(133)), "2 min 13 s");
+        assert_eq!(human_duration(Duration::from_secs(3900)), "1 h 05 min");
+        assert_eq!(clock_duration(42), "0:42");
+        assert_eq!(clock_duration(725), "12:05");
+    }
 
     #[test]
     fn lines_are_flat_stamped_and_free_of_secrets() {

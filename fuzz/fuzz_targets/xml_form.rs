@@ -1,0 +1,21 @@
+//! Fuzzes the mod_xml_curl form parser with arbitrary POST bodies: it must return a request or
+//! an error, never panic, and whatever it returns must come from the body.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use patchbay::freeswitch::xml::form;
+
+fuzz_target!(|body: &[u8]| {
+    if let Ok(request) = form::parse(body) {
+        // The fixed fields are borrowed unchanged from the body.
+        for field in [request.hostname, request.section, request.tag_name, request.key_name, request.key_value] {
+            assert!(field.is_empty() || body.windows(field.len()).any(|window| window == field.as_bytes()));
+        }
+        // A decoded value is never longer than its encoded form.
+        for value in [&request.action, &request.user, &request.domain, &request.hunt_context] {
+            if let Some(value) = value {
+                assert!(value.len() <= body.len());
+            }
+        }
+    }
+});

@@ -1,0 +1,774 @@
+//! One call from the moment FreeSWITCH hands it over to its final record: build the
+//! [`Call`] (numbers in E.164, contact, country, local time, registered devices, busy), ask
+//! the rules, turn their decision into a plan, run the flow, then hand the finished-call
+//! record to the spool and write the call's journal line.
+//!
+//! Everything arrives as plain values: [`Incoming`] from the outbound socket, a
+//! [`CallControl`] for the live call, the snapshot of the phone repo that was live when the
+//! call arrived (the call keeps it to the end, whatever is committed meanwhile). Invariant:
+//! every call yields exactly one [`CallRecord`], whatever happens on the way.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+
+use super::control::{CallControl, CallEvent, DigitsRequest, RecordRequest};
+use super::flow::{
+    self, InboundOutcome, InboundPlan, OutboundOutcome, OutboundPlan, Ring, StraightToVoicemail,
+    VoicemailSettings,
+};
+use super::registry::Registry;
+use super::story::{which_number, who, Story};
+use super::{Call, Origin};
+use crate::contacts::number::{normalize, Number};
+use crate::journal::Journal;
+use crate::repo::Snapshot;
+use crate::rules::{BridgeTo, CallScript, Decision, RecordOptions, ScriptError, SharedResources};
+use crate::settings::{Did, Settings};
+use crate::spool::{CallRecord, Outcome, Spool};
+
+/// Where "now" comes from; injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What every call needs, shared by all of them.
+pub struct Context {
+    pub settings: Arc<Settings>,
+    /// The live snapshot of the phone repo; each call loads it once.
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub registry: Arc<Registry>,
+    pub journal: Journal,
+    /// Where finished calls go; `None` drops them after the journal line (tests, simulate).
+    pub spool: Option<Spool>,
+    pub voicemail: VoicemailSettings,
+    pub clock: Clock,
+}
+
+/// The call as FreeSWITCH handed it over (decoded, untrusted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub uuid: String,
+    pub caller_id_name: String,
+    pub caller_id_number: String,
+    pub destination_number: String,
+    /// Dialplan context: "public" for calls through a DID, "default" for the devices.
+    pub context: String,
+}
+
+/// Runs one call to its end and returns its record (already handed to the spool).
+pub async fn handle(
+    control: Arc<dyn CallControl>,
+    incoming: Incoming,
+    context: Arc<Context>,
+) -> CallRecord {
+    let started = (context.clock)();
+    let answered_at = watch_answer(control.as_ref(), &context.clock);
+    let snapshot = context.snapshots.load_full();
+    let origin = if incoming.context == "default" {
+        Origin::Internal
+    } else {
+        Origin::External
+    };
+    let call = build_call(&incoming, origin, &snapshot, &context, started);
+    context.registry.call_started(
+        &call.uuid,
+        origin,
+        &who(call.peer_name(), &call.peer_number),
+        started,
+    );
+    let resources: SharedResources = snapshot.clone();
+    let decision = snapshot.rules().decide(&call, &resources);
+    for error in &decision.errors {
+        context
+            .journal
+            .write(format!("rule problem during a call: {error}"));
+    }
+
+    let mut record = CallRecord {
+        uuid: call.uuid.clone(),
+        origin,
+        peer_number: call.peer_number.clone(),
+        caller_id_name: call.caller_id_name.clone(),
+        contact: call.contact.clone(),
+        did: call.did.clone(),
+        language: decision
+            .language()
+            .map(str::to_owned)
+            .or_else(|| language_of(&call)),
+        started,
+        answered: None,
+        ended: started,
+        outcome: Outcome::Missed,
+        devices_rung: Vec::new(),
+        rules_matched: decision.matched.iter().map(|id| id.to_string()).collect(),
+        deciding_rule: decision.matched.last().map(|id| id.to_string()),
+        hangup_cause: None,
+    };
+
+    let story = match origin {
+        Origin::External => {
+            inbound(
+                control.as_ref(),
+                &call,
+                &decision,
+                &snapshot,
+                &context,
+                &mut record,
+            )
+            .await
+        }
+        Origin::Internal if decision.has_dialplan() => {
+            let mut story = Story::begin(format!(
+                "{} opened {}",
+                device_label(&snapshot, &context.settings, &incoming.caller_id_number),
+                call.destination_number
+            ));
+            run_dialplan(
+                Arc::clone(&control),
+                &call,
+                &decision,
+                &snapshot,
+                &resources,
+                &mut story,
+            )
+            .await;
+            record.outcome = Outcome::Outgoing {
+                from_device: incoming.caller_id_number.clone(),
+                answered: true,
+                talk_secs: 0,
+            };
+            story
+        }
+        Origin::Internal => {
+            outbound(
+                control.as_ref(),
+                &incoming,
+                &call,
+                &decision,
+                &snapshot,
+                &context,
+                &mut record,
+            )
+            .await
+        }
+    };
+
+    record.ended = (context.clock)();
+    record.answered = *answered_at
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let talk_secs = record
+        .answered
+        .map(|answered| {
+            (record.ended - answered)
+                .num_seconds()
+                .max(0)
+                .unsigned_abs()
+        })
+        .unwrap_or(0);
+    match &mut record.outcome {
+        Outcome::Answered {
+            talk_secs: talk, ..
+        }
+        | Outcome::Outgoing {
+            talk_secs: talk, ..
+        } => *talk = talk_secs,
+        _ => {}
+    }
+    context.registry.call_ended(&call.uuid);
+    context.journal.write(story.line());
+    run_event_handlers(&snapshot, &resources, &call, &record, &context.journal);
+    if let Some(spool) = &context.spool {
+        let recording = match &record.outcome {
+            Outcome::Voicemail { recording, .. } => Some(recording.clone()),
+            _ => None,
+        };
+        if let Err(error) = spool.submit(record.clone(), recording.as_deref()).await {
+            context.journal.write(format!(
+                "could not queue the call with {} for email and calendar: {error}",
+                record.peer_label()
+            ));
+        }
+    }
+    record
+}
+
+/// Notes when the call is first bridged or answered by a device (talk time starts there).
+fn watch_answer(control: &dyn CallControl, clock: &Clock) -> Arc<Mutex<Option<DateTime<Utc>>>> {
+    let answered = Arc::new(Mutex::new(None));
+    let mut events = control.subscribe();
+    let slot = Arc::clone(&answered);
+    let clock = Arc::clone(clock);
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                CallEvent::Bridged { .. } => {
+                    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    slot.get_or_insert_with(|| clock());
+                }
+                CallEvent::Finished { .. } => break,
+                _ => {}
+            }
+        }
+    });
+    answered
+}
+
+fn language_of(call: &Call) -> Option<String> {
+    crate::rules::language_for(call.country.as_deref(), call.location.as_deref()).map(str::to_owned)
+}
+
+fn build_call(
+    incoming: &Incoming,
+    origin: Origin,
+    snapshot: &Snapshot,
+    context: &Context,
+    now: DateTime<Utc>,
+) -> Call {
+    let region = context.settings.default_region;
+    let (peer_raw, did) = match origin {
+        Origin::External => (
+            &incoming.caller_id_number,
+            find_did(&context.settings, &incoming.destination_number)
+                .map(|did| did_number(did, region)),
+        ),
+        Origin::Internal => (&incoming.destination_number, None),
+    };
+    let peer: Option<Number> = normalize(peer_raw, region);
+    let peer_number = peer
+        .as_ref()
+        .map(|number| number.e164.clone())
+        .unwrap_or_else(|| peer_raw.clone());
+    let contact = peer
+        .as_ref()
+        .and_then(|number| snapshot.contacts().contact(&number.e164));
+    Call {
+        uuid: incoming.uuid.clone(),
+        origin,
+        peer_number,
+        caller_id_name: incoming.caller_id_name.clone(),
+        caller_id_number: incoming.caller_id_number.clone(),
+        destination_number: incoming.destination_number.clone(),
+        did,
+        country: peer.as_ref().and_then(|number| number.country.clone()),
+        location: peer.as_ref().and_then(|number| number.location.clone()),
+        contact,
+        local_time: now.with_timezone(&context.settings.timezone).naive_local(),
+        device_count: context.registry.device_count(),
+        busy: context.registry.busy(&incoming.uuid),
+        state: "ringing".to_owned(),
+        hangup_cause: None,
+    }
+}
+
+/// The DID a call came in on: the one whose number is the destination (any written form).
+fn find_did<'a>(settings: &'a Settings, destination: &str) -> Option<&'a Did> {
+    let region = settings.default_region;
+    let wanted = normalize(destination, region).map(|number| number.e164);
+    settings.dids.iter().find(|did| {
+        did.pstn_number == destination
+            || did.gateway_name == destination
+            || (wanted.is_some()
+                && normalize(&did.pstn_number, region).map(|number| number.e164) == wanted)
+    })
+}
+
+fn did_number(did: &Did, region: crate::contacts::number::Region) -> String {
+    normalize(&did.pstn_number, region)
+        .map(|number| number.e164)
+        .unwrap_or_else(|| did.pstn_number.clone())
+}
+
+fn did_country(
+    did: &Did,
+    snapshot: &Snapshot,
+    region: crate::contacts::number::Region,
+) -> Option<String> {
+    did.country.clone().or_else(|| {
+        let number = normalize(&did.pstn_number, region)?;
+        snapshot
+            .phone()
+            .dids
+            .get(&number.e164)
+            .and_then(|config| config.country.clone())
+            .or(number.country)
+    })
+}
+
+/// "desk" for a device the person named, else "extension 1000".
+fn device_label(snapshot: &Snapshot, settings: &Settings, extension: &str) -> String {
+    if let Some(name) = snapshot
+        .phone()
+        .devices
+        .get(extension)
+        .and_then(|device| device.name.clone())
+    {
+        return name;
+    }
+    settings
+        .devices()
+        .into_iter()
+        .find(|device| device.extension.to_string() == extension)
+        .map(|device| device.name)
+        .filter(|name| !name.starts_with("Device "))
+        .unwrap_or_else(|| format!("extension {extension}"))
+}
+
+fn sip_domain(settings: &Settings) -> String {
+    settings
+        .freeswitch
+        .sip_domain
+        .clone()
+        .unwrap_or_else(|| "${domain_name}".to_owned())
+}
+
+fn is_extension(settings: &Settings, text: &str) -> bool {
+    settings
+        .devices()
+        .iter()
+        .any(|device| device.extension.to_string() == text)
+}
+
+/// The gateway for calling `number` out: the decision's, else an up DID of the number's
+/// country, else the first up DID, else the first configured.
+fn choose_did<'a>(
+    settings: &'a Settings,
+    snapshot: &Snapshot,
+    registry: &Registry,
+    decision: &Decision,
+    country: Option<&str>,
+) -> Option<&'a Did> {
+    if let Some(wanted) = decision.did() {
+        if let Some(did) = find_did(settings, wanted) {
+            return Some(did);
+        }
+    }
+    let up = registry.gateways_up();
+    let is_up = |did: &&Did| up.iter().any(|name| name == &did.gateway_name);
+    let region = settings.default_region;
+    settings
+        .dids
+        .iter()
+        .filter(is_up)
+        .find(|did| country.is_some() && did_country(did, snapshot, region).as_deref() == country)
+        .or_else(|| settings.dids.iter().find(is_up))
+        .or_else(|| settings.dids.first())
+}
+
+/// What to ring: the decision's targets (device names, extensions, numbers) or every
+/// registered device.
+fn rings(decision: &Decision, snapshot: &Snapshot, context: &Context, call: &Call) -> Vec<Ring> {
+    let settings = &context.settings;
+    let domain = sip_domain(settings);
+    let device = |extension: &str| Ring {
+        label: device_label(snapshot, settings, extension),
+        dial: format!("user/{extension}@{domain}"),
+    };
+    match decision.bridge_to() {
+        BridgeTo::AllDevices => context
+            .registry
+            .registered_devices()
+            .iter()
+            .map(|extension| device(extension))
+            .collect(),
+        BridgeTo::Targets(targets) => targets
+            .iter()
+            .filter_map(|target| {
+                if is_extension(settings, target) {
+                    return Some(device(target));
+                }
+                let named = snapshot
+                    .phone()
+                    .devices
+                    .iter()
+                    .find(|(_, config)| config.name.as_deref() == Some(target.as_str()))
+                    .map(|(extension, _)| extension.clone())
+                    .or_else(|| {
+                        settings
+                            .devices()
+                            .into_iter()
+                            .find(|d| d.name == *target)
+                            .map(|d| d.extension.to_string())
+                    });
+                if let Some(extension) = named {
+                    return Some(device(&extension));
+                }
+                let number = normalize(target, settings.default_region)?;
+                let did = choose_did(
+                    settings,
+                    snapshot,
+                    &context.registry,
+                    decision,
+                    number.country.as_deref(),
+                )?;
+                Some(Ring {
+                    label: target.clone(),
+                    dial: format!(
+                        "{{origination_caller_id_number={}}}sofia/gateway/{}/{}",
+                        call.peer_number.trim_start_matches('+'),
+                        did.gateway_name,
+                        number.e164
+                    ),
+                })
+            })
+            .collect(),
+    }
+}
+
+async fn inbound(
+    control: &dyn CallControl,
+    call: &Call,
+    decision: &Decision,
+    snapshot: &Snapshot,
+    context: &Context,
+    record: &mut CallRecord,
+) -> Story {
+    let settings = &context.settings;
+    let did = call
+        .did
+        .as_deref()
+        .and_then(|number| find_did(settings, number));
+    let number_words = match did {
+        Some(did) => which_number(
+            &did_number(did, settings.default_region),
+            did_country(did, snapshot, settings.default_region).as_deref(),
+        ),
+        None => format!("your number {}", call.destination_number),
+    };
+    let mut story = Story::begin(format!(
+        "{} called {number_words}",
+        who(call.peer_name(), &call.peer_number)
+    ));
+    if let Some(cause) = decision.hangup() {
+        story.step(format!(
+            "hung up by your rules ({})",
+            cause.to_lowercase().replace('_', " ")
+        ));
+        let _ = control.hangup(cause).await;
+        record.outcome = Outcome::Declined;
+        record.hangup_cause = Some(cause.to_owned());
+        return story;
+    }
+    let ring = rings(decision, snapshot, context, call);
+    let straight_to_voicemail = if decision.decline() {
+        Some(StraightToVoicemail::Declined)
+    } else if call.busy {
+        Some(StraightToVoicemail::Busy)
+    } else if ring.is_empty() {
+        Some(StraightToVoicemail::NothingToRing)
+    } else {
+        None
+    };
+    let greeting = decision.voicemail_greeting().map(|name| {
+        // A rule may give a name ("wave_fr.wav") or a path greeting() already resolved.
+        snapshot
+            .greetings()
+            .resolve(
+                name,
+                record.language.as_deref(),
+                call.contact.as_ref().map(|contact| contact.uid.as_str()),
+            )
+            .map(str::to_owned)
+            .unwrap_or_else(|| name.to_owned())
+    });
+    let recording_path = settings
+        .recordings_dir
+        .join(format!("vm-{}.wav", call.uuid));
+    let plan = InboundPlan {
+        ring_for: Duration::from_secs(u64::from(
+            decision
+                .voicemail_delay()
+                .unwrap_or(settings.voicemail_delay),
+        )),
+        straight_to_voicemail,
+        greeting,
+        recording_path: recording_path.to_string_lossy().into_owned(),
+        voicemail: context.voicemail.clone(),
+        ring,
+    };
+    if straight_to_voicemail.is_none() {
+        record.devices_rung = plan.ring.iter().map(|ring| ring.label.clone()).collect();
+    }
+    match flow::inbound(control, &plan, &mut story).await {
+        Ok(InboundOutcome::Answered { by }) => {
+            record.outcome = Outcome::Answered {
+                by_device: by.unwrap_or_else(|| "a device".to_owned()),
+                talk_secs: 0,
+            };
+        }
+        Ok(InboundOutcome::Voicemail { path, ms, .. }) => {
+            record.outcome = Outcome::Voicemail {
+                recording: path.into(),
+                duration_secs: ms / 1000,
+            };
+        }
+        Ok(InboundOutcome::Missed(_)) => {
+            record.outcome = if decision.decline() {
+                Outcome::Declined
+            } else {
+                Outcome::Missed
+            };
+        }
+        Err(error) => {
+            story.step(format!("the call broke off ({error})"));
+            record.outcome = Outcome::Missed;
+        }
+    }
+    story
+}
+
+async fn outbound(
+    control: &dyn CallControl,
+    incoming: &Incoming,
+    call: &Call,
+    decision: &Decision,
+    snapshot: &Snapshot,
+    context: &Context,
+    record: &mut CallRecord,
+) -> Story {
+    let settings = &context.settings;
+    let from = device_label(snapshot, settings, &incoming.caller_id_number);
+    let destination = &incoming.destination_number;
+    let mut story;
+    let plan = if is_extension(settings, destination) {
+        story = Story::begin(format!(
+            "{from} called {}",
+            device_label(snapshot, settings, destination)
+        ));
+        OutboundPlan {
+            target: Ring {
+                label: destination.clone(),
+                dial: format!("user/{destination}@{}", sip_domain(settings)),
+            },
+            caller_id: None,
+            ring_for: Duration::from_secs(60),
+        }
+    } else {
+        story = Story::begin(format!(
+            "{from} called {}",
+            who(call.peer_name(), &call.peer_number)
+        ));
+        let Some(number) = normalize(destination, settings.default_region) else {
+            story.step("not a number that can be called");
+            let _ = control.hangup("INVALID_NUMBER_FORMAT").await;
+            record.outcome = Outcome::Outgoing {
+                from_device: from,
+                answered: false,
+                talk_secs: 0,
+            };
+            record.hangup_cause = Some("INVALID_NUMBER_FORMAT".to_owned());
+            return story;
+        };
+        let Some(did) = choose_did(
+            settings,
+            snapshot,
+            &context.registry,
+            decision,
+            number.country.as_deref(),
+        ) else {
+            story.step("no phone number is configured to call out");
+            let _ = control.hangup("NO_ROUTE_DESTINATION").await;
+            record.outcome = Outcome::Outgoing {
+                from_device: from,
+                answered: false,
+                talk_secs: 0,
+            };
+            record.hangup_cause = Some("NO_ROUTE_DESTINATION".to_owned());
+            return story;
+        };
+        let did_e164 = did_number(did, settings.default_region);
+        record.did = Some(did_e164.clone());
+        story.step(format!(
+            "through {}",
+            which_number(
+                &did_e164,
+                did_country(did, snapshot, settings.default_region).as_deref()
+            )
+        ));
+        let language = decision
+            .language()
+            .map(str::to_owned)
+            .or_else(|| did.language.clone());
+        let name = decision.caller_id().map(str::to_owned).or_else(|| {
+            settings
+                .caller_id_name(language.as_deref().map(str::to_uppercase).as_deref())
+                .map(str::to_owned)
+        });
+        OutboundPlan {
+            target: Ring {
+                label: number.e164.clone(),
+                dial: format!("sofia/gateway/{}/{}", did.gateway_name, number.e164),
+            },
+            caller_id: name.map(|name| (name, did_e164)),
+            ring_for: Duration::from_secs(60),
+        }
+    };
+    let answered = matches!(
+        flow::outbound(control, &plan, &mut story).await,
+        Ok(OutboundOutcome::Answered)
+    );
+    record.outcome = Outcome::Outgoing {
+        from_device: from,
+        answered,
+        talk_secs: 0,
+    };
+    story
+}
+
+/// Drives a rules `dialplan` closure (a menu such as `*86`) on a blocking thread: the
+/// closure is synchronous, the call is not.
+async fn run_dialplan(
+    control: Arc<dyn CallControl>,
+    call: &Call,
+    decision: &Decision,
+    snapshot: &Arc<Snapshot>,
+    resources: &SharedResources,
+    story: &mut Story,
+) {
+    let handle = tokio::runtime::Handle::current();
+    let (call, decision, snapshot, resources) = (
+        call.clone(),
+        decision.clone(),
+        Arc::clone(snapshot),
+        Arc::clone(resources),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        let mut script = BlockingScript { control, handle };
+        snapshot
+            .rules()
+            .run_dialplan(&decision, &call, &resources, &mut script)
+    })
+    .await;
+    match result {
+        Ok(Ok(())) => story.step("menu finished"),
+        Ok(Err(error)) => story.step(format!("menu stopped: {error}")),
+        Err(error) => story.step(format!("menu crashed: {error}")),
+    }
+}
+
+/// [`CallScript`] over a live call, blocking the script's thread on each step.
+struct BlockingScript {
+    control: Arc<dyn CallControl>,
+    handle: tokio::runtime::Handle,
+}
+
+fn script_error(error: impl std::fmt::Display) -> ScriptError {
+    ScriptError::new(error.to_string())
+}
+
+impl CallScript for BlockingScript {
+    fn answer(&mut self) -> Result<(), ScriptError> {
+        self.handle
+            .block_on(self.control.answer())
+            .map_err(script_error)
+    }
+
+    fn play(&mut self, file: &str) -> Result<(), ScriptError> {
+        self.handle
+            .block_on(self.control.playback(file))
+            .map(|_| ())
+            .map_err(script_error)
+    }
+
+    fn get_digits(&mut self, max_digits: u32, timeout_ms: u64) -> Result<String, ScriptError> {
+        let request = DigitsRequest {
+            min: 1,
+            max: max_digits.max(1),
+            timeout: Duration::from_millis(timeout_ms),
+            terminators: "#".to_owned(),
+            prompt: None,
+        };
+        self.handle
+            .block_on(self.control.get_digits(&request))
+            .map(Option::unwrap_or_default)
+            .map_err(script_error)
+    }
+
+    fn record(&mut self, options: &RecordOptions) -> Result<String, ScriptError> {
+        if options.beep {
+            self.play("tone_stream://%(250,0,1000)")?;
+        }
+        let name = options
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("memo-{}", self.control.uuid()));
+        let request = RecordRequest {
+            path: format!("/tmp/{name}.wav"),
+            max: Duration::from_secs(u64::from(options.max_seconds)),
+            silence_threshold: Some(200),
+            silence: Duration::from_secs(3),
+        };
+        self.handle
+            .block_on(self.control.record(&request))
+            .map(|outcome| outcome.path)
+            .map_err(script_error)
+    }
+
+    fn transfer(&mut self, extension: &str) -> Result<(), ScriptError> {
+        Err(ScriptError::new(format!(
+            "transfer to {extension}: transfers are not supported yet"
+        )))
+    }
+
+    fn hangup(&mut self, cause: &str) -> Result<(), ScriptError> {
+        self.handle
+            .block_on(self.control.hangup(cause))
+            .map_err(script_error)
+    }
+
+    fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
+        Err(ScriptError::new(
+            "listening to voicemails from the phone is not supported yet",
+        ))
+    }
+
+    fn record_greeting(&mut self, name: &str) -> Result<(), ScriptError> {
+        Err(ScriptError::new(format!(
+            "recording greeting {name} from the phone is not supported yet"
+        )))
+    }
+
+    fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
+        Err(ScriptError::new("do-not-disturb is not supported yet"))
+    }
+}
+
+/// Runs the rules' `on(...)` handlers for how the call ended, off the call's path.
+fn run_event_handlers(
+    snapshot: &Arc<Snapshot>,
+    resources: &SharedResources,
+    call: &Call,
+    record: &CallRecord,
+    journal: &Journal,
+) {
+    let event = match record.outcome {
+        Outcome::Missed | Outcome::Declined => "missed",
+        Outcome::Voicemail { .. } => "voicemail",
+        Outcome::Answered { .. } => "call::answered",
+        Outcome::Outgoing { .. } => "state::hangup",
+    };
+    if snapshot.rules().handler_count(event) == 0 {
+        return;
+    }
+    let (snapshot, resources, call, journal) = (
+        Arc::clone(snapshot),
+        Arc::clone(resources),
+        call.clone(),
+        journal.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let outcome =
+            snapshot
+                .rules()
+                .run_event(event, &call, &crate::rules::Value::Unit, &resources);
+        for line in outcome.logs {
+            journal.write(line);
+        }
+        for error in outcome.errors {
+            journal.write(format!(
+                "rule problem in an `on(\"{event}\")` handler: {error}"
+            ));
+        }
+    });
+}
