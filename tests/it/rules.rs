@@ -38,13 +38,41 @@ fn commit_all(repo: &Repository, message: &str) {
     .expect("commit");
 }
 
-/// A phone repo with `files` committed.
-fn phone_repo(files: &[(&str, &str)]) -> (TempDir, Repository) {
+/// A short real WAV, as greetings must be.
+fn wav() -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut bytes, spec).expect("wav writer");
+    for sample in 0..800 {
+        writer
+            .write_sample(((sample % 16) as i16 - 8) * 1000)
+            .expect("wav sample");
+    }
+    writer.finalize().expect("wav written");
+    bytes.into_inner()
+}
+
+/// A phone repo with `files` and the greetings `greetings` (real WAVs) committed.
+fn phone_repo_with(files: &[(&str, &str)], greetings: &[&str]) -> (TempDir, Repository) {
     let dir = TempDir::new().expect("temp dir");
     let repo = Repository::init(dir.path()).expect("git init");
     write(dir.path(), files);
+    for name in greetings {
+        let path = dir.path().join("greetings").join(name);
+        std::fs::create_dir_all(path.parent().expect("greetings folder")).expect("mkdir");
+        std::fs::write(path, wav()).expect("write greeting");
+    }
     commit_all(&repo, "rules");
     (dir, repo)
+}
+
+fn phone_repo(files: &[(&str, &str)]) -> (TempDir, Repository) {
+    phone_repo_with(files, &[])
 }
 
 fn patchbay(args: &[&str]) -> (i32, String, String) {
@@ -166,10 +194,7 @@ fn simulate(repo: &Path, extra: &[&str]) -> (i32, String) {
 
 #[test]
 fn simulate_night_call_from_abroad_is_declined_and_explained() {
-    let (dir, _repo) = phone_repo(&[
-        ("rules/10-vip.rhai", VIP),
-        ("greetings/wave_fr.wav", "RIFF"),
-    ]);
+    let (dir, _repo) = phone_repo_with(&[("rules/10-vip.rhai", VIP)], &["wave_fr.wav"]);
     let (code, out) = simulate(
         dir.path(),
         &[
@@ -210,10 +235,7 @@ fn simulate_night_call_from_abroad_is_declined_and_explained() {
 
 #[test]
 fn simulate_daytime_call_from_family_uses_the_repo_rule_and_greeting() {
-    let (dir, _repo) = phone_repo(&[
-        ("rules/10-vip.rhai", VIP),
-        ("greetings/wave_fr.wav", "RIFF"),
-    ]);
+    let (dir, _repo) = phone_repo_with(&[("rules/10-vip.rhai", VIP)], &["wave_fr.wav"]);
     let (code, out) = simulate(
         dir.path(),
         &[
@@ -240,7 +262,7 @@ fn simulate_daytime_call_from_family_uses_the_repo_rule_and_greeting() {
         out.contains("2. Record the conversation if someone answers"),
         "{out}"
     );
-    assert!(out.contains("greeting wave_fr.wav"), "{out}");
+    assert!(out.contains("greeting greetings/wave_fr.wav"), "{out}");
 }
 
 #[test]
@@ -307,6 +329,61 @@ fn simulate_with_broken_rules_or_a_bad_time_says_so() {
         out.contains("--at \"tonight\": expected a local time like \"2026-12-01 23:30\""),
         "{out}"
     );
+}
+
+const ALICE: &str = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Alice Martin\r\nUID:alice\r\nCATEGORIES:family\r\nLANG:de\r\nTEL;TYPE=CELL:+33 6 12 34 56 78\r\nEND:VCARD\r\n";
+
+const PHONE: &str = "[dids.\"+15145550100\"]\n\n[dids.\"+33987654321\"]\n\n[caller_id]\nfr = \"Marie Dubois\"\nen = \"Mary Dubois\"\n";
+
+#[test]
+fn simulate_finds_the_contact_and_reads_phone_toml() {
+    let (dir, _repo) = phone_repo_with(
+        &[("contacts/family.vcf", ALICE), ("phone.toml", PHONE)],
+        &["wave.wav"],
+    );
+    let (code, out) = simulate(
+        dir.path(),
+        &[
+            "--from",
+            "+33 6 12 34 56 78",
+            "--to",
+            "+15145550100",
+            "--at",
+            "2026-12-01 12:00",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("  contact     Alice Martin (family)"), "{out}");
+    assert!(out.contains("  language    de"), "{out}");
+    assert!(out.contains("✓ language_from_contact"), "{out}");
+    assert!(out.contains("1 contacts, 1 greetings"), "{out}");
+    let (code, out) = simulate(
+        dir.path(),
+        &[
+            "--from",
+            "1001",
+            "--to",
+            "+33 1 23 45 67 89",
+            "--at",
+            "2026-12-01 12:00",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("1. Call +33123456789 through DID +33 9 87 65 43 21, showing caller ID \"Marie Dubois\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_refuses_a_commit_the_daemon_would_refuse() {
+    let (dir, _repo) = phone_repo(&[("greetings/wave.wav", "not a wav")]);
+    let (code, out) = simulate(
+        dir.path(),
+        &["--from", "+15145550199", "--to", "+15145550100"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: greetings/wave.wav"), "{out}");
 }
 
 mod docs {
