@@ -133,7 +133,7 @@ fn check_reports_every_error_with_place_and_hint_and_exits_1() {
         "{out}"
     );
     assert!(out.contains("error: rules/30-syntax.rhai:1:"), "{out}");
-    assert!(out.contains("3 errors in the rules of the commit"), "{out}");
+    assert!(out.contains("3 errors in the commit"), "{out}");
 }
 
 #[test]
@@ -175,6 +175,31 @@ fn check_warns_about_lua_magic_characters_in_numbers() {
         out.contains("hint: write %- to match a literal '-'"),
         "{out}"
     );
+}
+
+#[test]
+fn check_also_loads_phone_toml_and_greetings_like_the_daemon() {
+    let (dir, _repo) = phone_repo_with(
+        &[
+            ("rules/10-vip.rhai", VIP),
+            ("phone.toml", "[dids.\"hello\"]\n"),
+            ("greetings/busy.wav", "not a wav"),
+        ],
+        &["wave.wav"],
+    );
+    let (code, out, _) = patchbay(&["check", dir.path().to_str().expect("utf-8 path")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("error: phone.toml:1:"), "{out}");
+    assert!(out.contains("not a phone number"), "{out}");
+    assert!(
+        out.contains("error: greetings/busy.wav: not a readable WAV file"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("wave.wav"),
+        "a good greeting is no problem: {out}"
+    );
+    assert!(out.contains("2 errors in the commit"), "{out}");
 }
 
 #[test]
