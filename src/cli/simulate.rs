@@ -13,72 +13,87 @@ use chrono::{Datelike, NaiveDateTime};
 use super::SimulateArgs;
 use crate::calls::{Call, Origin};
 use crate::contacts::number::{display, normalize, Region};
-use crate::contacts::Contact;
+use crate::repo::{Loader, Refusal, Snapshot};
 use crate::rules::{
-    BridgeTo, Clock, Decision, FixedClock, Properties, Resources, RuleSet, SharedResources, Source,
-    SourceFile, SystemClock,
+    BridgeTo, Clock, Decision, DidSetting, FixedClock, NoResources, Properties, RuleSet,
+    RuleSettings, SharedResources, Source, SourceFile, SystemClock,
 };
-
-/// Greetings of the repo's HEAD commit; contacts are not read here.
-struct RepoGreetings {
-    names: Vec<String>,
-}
-
-impl Resources for RepoGreetings {
-    fn contact(&self, _number: &str) -> Option<Contact> {
-        None
-    }
-
-    fn greeting(&self, name: &str, _: Option<&str>, _: Option<&str>) -> Option<String> {
-        self.names.iter().find(|known| *known == name).cloned()
-    }
-}
 
 /// What the repo gives the simulation.
 struct RepoInput {
     rules: Vec<SourceFile>,
-    greetings: Vec<String>,
+    /// Contacts, greetings and phone.toml of HEAD; `None` outside a phone repo.
+    snapshot: Option<Snapshot>,
     note: String,
 }
 
-fn read_repo(repo: &Path) -> anyhow::Result<RepoInput> {
-    let commit = match crate::repo::read_commit(repo, "HEAD", &["rules/", "greetings/"]) {
+/// The repo's HEAD as the daemon would load it; `Err` lists why the commit would be refused.
+fn read_repo(repo: &Path, region: Region) -> anyhow::Result<Result<RepoInput, Refusal>> {
+    let commit = match crate::repo::read_commit(repo, "HEAD", &[]) {
         Ok(commit) => commit,
         Err(crate::repo::TreeError::Open { .. }) => {
-            return Ok(RepoInput {
+            return Ok(Ok(RepoInput {
                 rules: Vec::new(),
-                greetings: Vec::new(),
+                snapshot: None,
                 note: format!(
                     "{} is not a phone repo: only patchbay's default rules apply",
                     repo.display()
                 ),
-            })
+            }))
         }
         Err(error) => return Err(error.into()),
     };
+    let snapshot = match Loader::new(Vec::new(), region, None).load(&commit) {
+        Ok(snapshot) => snapshot,
+        Err(crate::repo::Error::Refused(refusal)) => return Ok(Err(refusal)),
+        Err(error) => return Err(error.into()),
+    };
     let mut rules = Vec::new();
-    let mut greetings = Vec::new();
-    for file in commit.files {
-        if let Some(name) = file.path.strip_prefix("greetings/") {
-            greetings.push(name.to_owned());
-        } else if file.path.ends_with(".rhai") {
-            let text = String::from_utf8(file.bytes)
+    for file in &commit.files {
+        if file.path.starts_with("rules/") && file.path.ends_with(".rhai") {
+            let text = String::from_utf8(file.bytes.clone())
                 .with_context(|| format!("{}: not UTF-8 text", file.path))?;
             rules.push(SourceFile {
                 source: Source::PhoneRepo,
-                path: file.path,
+                path: file.path.clone(),
                 text,
             });
         }
     }
-    let short = commit.commit.get(..7).unwrap_or(&commit.commit).to_owned();
-    Ok(RepoInput {
+    Ok(Ok(RepoInput {
         note: format!(
-            "rules and greetings of commit {short}; contacts are not loaded by simulate yet"
+            "commit {}: {} contacts, {} greetings",
+            snapshot.short_commit(),
+            snapshot.contacts().len(),
+            snapshot.greetings().len()
         ),
         rules,
-        greetings,
-    })
+        snapshot: Some(snapshot),
+    }))
+}
+
+/// What rules read through `settings()`, from the repo's phone.toml.
+fn rule_settings(snapshot: Option<&Snapshot>) -> RuleSettings {
+    let Some(snapshot) = snapshot else {
+        return RuleSettings::default();
+    };
+    let phone = snapshot.phone();
+    RuleSettings {
+        caller_id: phone
+            .caller_id
+            .iter()
+            .map(|(language, name)| (language.to_lowercase(), name.clone()))
+            .collect(),
+        dids: phone
+            .dids
+            .iter()
+            .map(|(number, did)| DidSetting {
+                number: number.clone(),
+                country: did.country.clone(),
+            })
+            .collect(),
+        voicemail_delay: None,
+    }
 }
 
 fn parse_time(text: &str) -> anyhow::Result<NaiveDateTime> {
@@ -143,8 +158,22 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         Some(text) => parse_time(text)?,
         None => SystemClock(timezone).now(),
     };
-    let input = read_repo(&args.repo)?;
-    let rules = match RuleSet::compile(&input.rules) {
+    let input = match read_repo(&args.repo, region)? {
+        Ok(input) => input,
+        Err(refusal) => {
+            for problem in &refusal.problems {
+                println!("error: {problem}");
+            }
+            println!(
+                "patchbay would refuse commit {}: run `patchbay check {}` for details",
+                refusal.commit.get(..7).unwrap_or(&refusal.commit),
+                args.repo.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let settings = rule_settings(input.snapshot.as_ref());
+    let rules = match RuleSet::compile_with(&input.rules, &settings) {
         Ok(rules) => rules.with_clock(Arc::new(FixedClock(local_time))),
         Err(errors) => {
             for error in &errors {
@@ -157,25 +186,28 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let call = build_call(args, region, local_time);
-    let resources: SharedResources = Arc::new(RepoGreetings {
-        names: input.greetings,
-    });
+    let resources: SharedResources = match input.snapshot {
+        Some(snapshot) => Arc::new(snapshot),
+        None => Arc::new(NoResources),
+    };
+    let mut call = build_call(args, region, local_time);
+    call.contact = resources.contact(&call.peer_number);
     let decision = rules.decide(&call, &resources);
     print!("{}", report(&rules, &call, &decision, &input.note));
     Ok(ExitCode::SUCCESS)
 }
 
+/// `+33123456789  (+33 1 23 45 67 89, FR)`: E.164 as the rules see it, then as people write it.
 fn number_with_country(number: &str, country: Option<&str>, location: Option<&str>) -> String {
-    let shown = if number.starts_with('+') {
-        display(number)
-    } else {
+    let mut details = Vec::new();
+    if number.starts_with('+') {
+        details.push(display(number));
+    }
+    details.extend(location.or(country).map(str::to_owned));
+    if details.is_empty() {
         number.to_owned()
-    };
-    match (location, country) {
-        (Some(location), _) => format!("{shown}  ({location})"),
-        (None, Some(country)) => format!("{shown}  ({country})"),
-        (None, None) => shown,
+    } else {
+        format!("{number}  ({})", details.join(", "))
     }
 }
 
@@ -196,7 +228,7 @@ pub fn report(rules: &RuleSet, call: &Call, decision: &Decision, note: &str) -> 
                 call.country.as_deref(),
                 call.location.as_deref(),
             ),
-            call.destination_number.clone(),
+            number_with_country(&call.destination_number, None, None),
         ),
         Origin::Internal => (
             call.caller_id_number.clone(),
@@ -213,21 +245,17 @@ pub fn report(rules: &RuleSet, call: &Call, decision: &Decision, note: &str) -> 
     };
     line(format!("  {:<12}{origin}", "origin"));
     line(format!("  {:<12}{from}", "from"));
-    line(format!(
-        "  {:<12}{}",
-        "to",
-        if to.starts_with('+') {
-            display(&to)
-        } else {
-            to
-        }
-    ));
-    line(format!("  {:<12}not loaded", "contact"));
+    line(format!("  {:<12}{to}", "to"));
+    let contact = match &call.contact {
+        Some(contact) if contact.groups.is_empty() => contact.name.clone(),
+        Some(contact) => format!("{} ({})", contact.name, contact.groups.join(", ")),
+        None => "not in your contacts".into(),
+    };
+    line(format!("  {:<12}{contact}", "contact"));
     line(format!(
         "  {:<12}{}",
         "language",
-        crate::rules::language_for(call.country.as_deref(), call.location.as_deref())
-            .unwrap_or("unknown")
+        decision.language().unwrap_or("unknown")
     ));
     line(format!(
         "  {:<12}{weekday} {}",

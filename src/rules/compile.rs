@@ -31,9 +31,12 @@ pub const RULE_KEYS: &[&str] = &[
     "fallback",
 ];
 
-/// A closure from a rule file, called through the snapshot's functions.
+/// A closure from a rule file, called through the functions of the file that defined it (so
+/// a helper `fn` in one file never replaces a same-named one in another).
 pub(super) struct Closure {
     name: String,
+    /// Index of the defining file in [`RuleSet::functions`].
+    file: usize,
     curry: Vec<Dynamic>,
     /// Parameters after the captured ones: 0, 1 (call) or 2 (call, props).
     arity: usize,
@@ -54,7 +57,8 @@ pub(super) struct Entry {
     pub file: String,
     pub line: Option<usize>,
     pub conditions: Conditions,
-    pub properties: Vec<(Arc<str>, Prop)>,
+    /// (index in [`RuleSet::keys`], value).
+    pub properties: Vec<(usize, Prop)>,
     pub callback: Option<usize>,
     pub fallback: bool,
     /// `rule_greater`/`rule_lesser` errors go to the log once per rule, not once per call.
@@ -64,10 +68,14 @@ pub(super) struct Entry {
 /// All rules of one snapshot, compiled once; cheap to share (`Arc<RuleSet>`) across calls.
 pub struct RuleSet {
     pub(super) engine: Engine,
-    pub(super) functions: AST,
+    /// Functions (and closures) of each rule file, in load order.
+    pub(super) functions: Vec<AST>,
     pub(super) entries: Vec<Entry>,
     pub(super) closures: Vec<Closure>,
     pub(super) handlers: Vec<(String, usize)>,
+    /// Every property name used by some rule; properties refer to it by index, so merging
+    /// compares integers, not strings.
+    pub(super) keys: Vec<Arc<str>>,
     pub(super) clock: Arc<dyn Clock>,
     warnings: Vec<LoadError>,
     files: usize,
@@ -89,10 +97,11 @@ impl Default for RuleSet {
         let collector = Arc::new(Mutex::new(Collector::default()));
         RuleSet {
             engine: engine::build(collector, Dynamic::from_map(Map::new()), clock.clone()),
-            functions: AST::empty(),
+            functions: Vec::new(),
             entries: Vec::new(),
             closures: Vec::new(),
             handlers: Vec::new(),
+            keys: Vec::new(),
             clock,
             warnings: Vec::new(),
             files: 0,
@@ -129,7 +138,7 @@ impl Closure {
             .call_fn_with_options::<Dynamic>(
                 options,
                 &mut Scope::new(),
-                &rules.functions,
+                &rules.functions[self.file],
                 &self.name,
                 args,
             )
@@ -242,7 +251,8 @@ impl RuleSet {
         }
         engine.set_module_resolver(resolver);
 
-        let mut functions = AST::empty();
+        let mut functions: Vec<AST> = Vec::with_capacity(rule_files.len());
+        let mut function_files: Vec<&str> = Vec::with_capacity(rule_files.len());
         for file in &rule_files {
             let ast = match compile_file(&engine, file) {
                 Ok(ast) => ast,
@@ -263,7 +273,8 @@ impl RuleSet {
             if let Err(error) = outcome {
                 errors.push(runtime_load_error(&file.path, *error));
             }
-            functions = functions.merge(&ast.clone_functions_only());
+            functions.push(ast.clone_functions_only());
+            function_files.push(&file.path);
         }
 
         let (raw_rules, raw_handlers, collected) = {
@@ -276,13 +287,20 @@ impl RuleSet {
         };
         errors.extend(collected);
 
-        let arities: HashMap<String, usize> = functions
-            .iter_functions()
-            .map(|function| (function.name.to_owned(), function.params.len()))
+        let arities: Vec<HashMap<String, usize>> = functions
+            .iter()
+            .map(|ast| {
+                ast.iter_functions()
+                    .map(|function| (function.name.to_owned(), function.params.len()))
+                    .collect()
+            })
             .collect();
         let mut builder = Builder {
+            files: &function_files,
             arities: &arities,
             closures: Vec::new(),
+            keys: Vec::new(),
+            key_index: HashMap::new(),
             warnings: Vec::new(),
             errors,
         };
@@ -294,14 +312,15 @@ impl RuleSet {
         }
         let mut handlers = Vec::new();
         for raw in raw_handlers {
+            let label = format!("on(\"{}\")", raw.event);
             let at = At {
                 file: &raw.file,
                 line: raw.line,
                 column: raw.column,
-                rule: &raw.event,
+                rule: &label,
             };
             let what = format!("handler for {}", raw.event);
-            let rule: Arc<str> = format!("on(\"{}\") in {}", raw.event, raw.file).into();
+            let rule: Arc<str> = format!("{label} in {}", raw.file).into();
             if let Some(closure) = builder.closure(&at, &raw.function, rule, what) {
                 handlers.push((raw.event.clone(), closure));
             }
@@ -319,6 +338,7 @@ impl RuleSet {
             entries,
             closures: builder.closures,
             handlers,
+            keys: builder.keys,
             clock,
             warnings: builder.warnings,
             files: rule_files.len(),
@@ -433,8 +453,11 @@ fn runtime_load_error(file: &str, mut error: EvalAltResult) -> LoadError {
 }
 
 struct Builder<'a> {
-    arities: &'a HashMap<String, usize>,
+    files: &'a [&'a str],
+    arities: &'a [HashMap<String, usize>],
     closures: Vec<Closure>,
+    keys: Vec<Arc<str>>,
+    key_index: HashMap<String, usize>,
     warnings: Vec<LoadError>,
     errors: Vec<LoadError>,
 }
@@ -448,7 +471,10 @@ impl Builder<'_> {
         what: String,
     ) -> Option<usize> {
         let name = function.fn_name();
-        let Some(params) = self.arities.get(name) else {
+        let file = self.files.iter().position(|path| *path == at.file);
+        let Some((file, params)) =
+            file.and_then(|file| Some((file, self.arities[file].get(name)?)))
+        else {
             self.errors.push(at.error(
                 format!("{what}: '{name}' is not a function defined in the rule files"),
                 Some("write a closure, e.g. |call, props| ...".into()),
@@ -465,6 +491,7 @@ impl Builder<'_> {
         }
         self.closures.push(Closure {
             name: name.to_owned(),
+            file,
             curry: function.curry().to_vec(),
             arity,
             rule,
@@ -750,7 +777,16 @@ impl Builder<'_> {
         }
     }
 
-    fn properties(&mut self, at: &At<'_>, id: &Arc<str>, value: &Dynamic) -> Vec<(Arc<str>, Prop)> {
+    fn key(&mut self, name: &str) -> usize {
+        if let Some(index) = self.key_index.get(name) {
+            return *index;
+        }
+        self.keys.push(Arc::from(name));
+        self.key_index.insert(name.to_owned(), self.keys.len() - 1);
+        self.keys.len() - 1
+    }
+
+    fn properties(&mut self, at: &At<'_>, id: &Arc<str>, value: &Dynamic) -> Vec<(usize, Prop)> {
         let Some(map) = self.section_map(at, "properties", value) else {
             return Vec::new();
         };
@@ -760,7 +796,8 @@ impl Builder<'_> {
             if let Some(function) = value.clone().try_cast::<FnPtr>() {
                 let what = format!("property {key}");
                 if let Some(closure) = self.closure(at, &function, id.clone(), what) {
-                    properties.push((Arc::from(key), Prop::Closure(closure)));
+                    let key = self.key(key);
+                    properties.push((key, Prop::Closure(closure)));
                 }
                 continue;
             }
@@ -791,7 +828,8 @@ impl Builder<'_> {
                 ));
                 continue;
             }
-            properties.push((Arc::from(key), Prop::Plain(plain)));
+            let key = self.key(key);
+            properties.push((key, Prop::Plain(plain)));
         }
         properties
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use rhai::{Dynamic, Map};
 
 use super::compile::{Prop, RuleSet};
-use super::engine::{call_map, EvalCtx};
+use super::engine::{call_map, EvalCtx, RuleCall};
 use super::matcher::{call_language, CallView, FieldValue, Miss, Outcome, RuleValue, Section};
 use super::script::{self, CallScript};
 use super::value::Value;
@@ -272,7 +272,7 @@ impl<'a> Evaluation<'a> {
     fn call_value(&mut self) -> Dynamic {
         let call = self.call;
         self.call_value
-            .get_or_insert_with(|| Dynamic::from_map(call_map(call)).into_shared())
+            .get_or_insert_with(|| Dynamic::from(RuleCall::new(call)))
             .clone()
     }
 
@@ -320,8 +320,11 @@ impl RuleSet {
     /// default decision with the error in [`Decision::errors`].
     pub fn decide(&self, call: &Call, resources: &SharedResources) -> Decision {
         let view = CallView::new(call);
-        let mut decision = Decision::default();
-        let mut matched: Vec<usize> = Vec::with_capacity(16);
+        let mut decision = Decision {
+            unmatched: Vec::with_capacity(self.entries.len()),
+            ..Decision::default()
+        };
+        let mut matched: Vec<usize> = Vec::with_capacity(self.entries.len());
         for (index, entry) in self.entries.iter().enumerate() {
             match entry.conditions.evaluate(&view) {
                 Outcome::Match => matched.push(index),
@@ -384,18 +387,30 @@ impl RuleSet {
             .map(|&index| self.entries[index].id.clone())
             .collect();
 
-        let mut merged: Vec<(&str, &Prop, usize)> = Vec::with_capacity(16);
+        // Last writer wins; keys keep the position of their first writer.
+        const UNSET: (u32, u32) = (u32::MAX, u32::MAX);
+        let mut slots = vec![UNSET; self.keys.len()];
+        let mut order: Vec<usize> = Vec::with_capacity(16);
         for &index in &matched {
-            for (key, prop) in &self.entries[index].properties {
-                match merged.iter_mut().find(|slot| slot.0 == &**key) {
-                    Some(slot) => {
-                        slot.1 = prop;
-                        slot.2 = index;
-                    }
-                    None => merged.push((key, prop, index)),
+            for (position, (key, _)) in self.entries[index].properties.iter().enumerate() {
+                if slots[*key] == UNSET {
+                    order.push(*key);
                 }
+                slots[*key] = (index as u32, position as u32);
             }
         }
+        let merged: Vec<(&str, &Prop, usize)> = order
+            .iter()
+            .map(|&key| {
+                let (index, position) = slots[key];
+                let entry = &self.entries[index as usize];
+                (
+                    &*self.keys[key],
+                    &entry.properties[position as usize].1,
+                    index as usize,
+                )
+            })
+            .collect();
 
         let mut evaluation = Evaluation::new(self, call, resources);
         for phase in [Phase::Early, Phase::Normal] {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
-use super::matcher::{call_language, FIELD_NAMES};
+use super::matcher::call_language;
 use super::{LoadError, Resources, Source, EVENTS};
 use crate::calls::Call;
 use crate::contacts::Contact;
@@ -121,45 +121,116 @@ fn optional(text: Option<&str>) -> Dynamic {
     text.map_or(Dynamic::UNIT, |text| Dynamic::from(text.to_owned()))
 }
 
-/// The call as closures see it (`call.peer_number`, ...), built once per decision.
-pub fn call_map(call: &Call) -> Map {
-    let mut map = Map::new();
-    let time = call.local_time;
-    let groups: rhai::Array = call
-        .contact
-        .as_ref()
-        .map(|contact| contact.groups.iter().map(|g| g.clone().into()).collect())
-        .unwrap_or_default();
-    for name in FIELD_NAMES {
-        let value = match name {
-            "uuid" => call.uuid.clone().into(),
-            "origin" => call.origin.as_str().into(),
-            "peer_number" => call.peer_number.clone().into(),
-            "peer_name" => call.peer_name().to_owned().into(),
-            "caller_id_number" => call.caller_id_number.clone().into(),
-            "caller_id_name" => call.caller_id_name.clone().into(),
-            "destination_number" => call.destination_number.clone().into(),
-            "did" => optional(call.did.as_deref()),
-            "country" => optional(call.country.as_deref()),
-            "location" => optional(call.location.as_deref()),
-            "contact" => call.contact.as_ref().map_or(Dynamic::UNIT, contact_map),
-            "contact_groups" => Dynamic::from_array(groups.clone()),
-            "language" => optional(call_language(call)),
-            "device_count" => Dynamic::from_int(i64::from(call.device_count)),
-            "busy" => Dynamic::from_bool(call.busy),
-            "state" => call.state.clone().into(),
-            "hangup_cause" => optional(call.hangup_cause.as_deref()),
-            "time_interval" => Dynamic::from_int(i64::from(time.hour() * 100 + time.minute())),
-            "weekday" => weekday_name(time).into(),
-            _ => Dynamic::UNIT,
-        };
-        map.insert(name.into(), value);
+/// The call as rule closures see it: read-only fields (`call.peer_number`, `call["did"]`),
+/// cheap to hand to each closure (one `Arc`).
+#[derive(Clone)]
+pub struct RuleCall {
+    /// Values in the order of [`CALL_FIELDS`].
+    fields: Arc<[Dynamic]>,
+}
+
+/// Fields a closure can read: the call fields plus `local_time`.
+const CALL_FIELDS: [&str; 20] = [
+    "uuid",
+    "origin",
+    "peer_number",
+    "peer_name",
+    "caller_id_number",
+    "caller_id_name",
+    "destination_number",
+    "did",
+    "country",
+    "location",
+    "contact",
+    "contact_groups",
+    "language",
+    "device_count",
+    "busy",
+    "state",
+    "hangup_cause",
+    "time_interval",
+    "weekday",
+    "local_time",
+];
+
+impl RuleCall {
+    pub fn new(call: &Call) -> RuleCall {
+        let fields: Vec<Dynamic> = CALL_FIELDS
+            .iter()
+            .map(|name| field_value(call, name))
+            .collect();
+        RuleCall {
+            fields: fields.into(),
+        }
     }
-    map.insert(
-        "local_time".into(),
-        time.format("%Y-%m-%d %H:%M").to_string().into(),
-    );
-    map
+
+    fn get(&self, name: &str) -> Dynamic {
+        CALL_FIELDS
+            .iter()
+            .position(|field| *field == name)
+            .and_then(|index| self.fields.get(index))
+            .cloned()
+            .unwrap_or(Dynamic::UNIT)
+    }
+}
+
+fn register_rule_call(engine: &mut Engine) {
+    engine.register_type_with_name::<RuleCall>("Call");
+    for (index, name) in CALL_FIELDS.iter().enumerate() {
+        engine.register_get(name, move |call: &mut RuleCall| {
+            call.fields.get(index).cloned().unwrap_or(Dynamic::UNIT)
+        });
+    }
+    engine.register_indexer_get(|call: &mut RuleCall, name: &str| call.get(name));
+    engine.register_fn("to_string", |call: &mut RuleCall| {
+        let parts: Vec<String> = CALL_FIELDS
+            .iter()
+            .zip(call.fields.iter())
+            .map(|(name, value)| format!("{name}: {value:?}"))
+            .collect();
+        format!("#{{{}}}", parts.join(", "))
+    });
+}
+
+/// The call as a plain map (for the dialplan's call, which adds actions to it).
+pub fn call_map(call: &Call) -> Map {
+    CALL_FIELDS
+        .iter()
+        .map(|name| ((*name).into(), field_value(call, name)))
+        .collect()
+}
+
+/// One of [`CALL_FIELDS`] of `call`, as Rhai sees it.
+fn field_value(call: &Call, name: &str) -> Dynamic {
+    let time = call.local_time;
+    match name {
+        "uuid" => call.uuid.clone().into(),
+        "origin" => call.origin.as_str().into(),
+        "peer_number" => call.peer_number.clone().into(),
+        "peer_name" => call.peer_name().to_owned().into(),
+        "caller_id_number" => call.caller_id_number.clone().into(),
+        "caller_id_name" => call.caller_id_name.clone().into(),
+        "destination_number" => call.destination_number.clone().into(),
+        "did" => optional(call.did.as_deref()),
+        "country" => optional(call.country.as_deref()),
+        "location" => optional(call.location.as_deref()),
+        "contact" => call.contact.as_ref().map_or(Dynamic::UNIT, contact_map),
+        "contact_groups" => Dynamic::from_array(
+            call.contact
+                .iter()
+                .flat_map(|contact| contact.groups.iter().map(|g| g.clone().into()))
+                .collect(),
+        ),
+        "language" => optional(call_language(call)),
+        "device_count" => Dynamic::from_int(i64::from(call.device_count)),
+        "busy" => Dynamic::from_bool(call.busy),
+        "state" => call.state.clone().into(),
+        "hangup_cause" => optional(call.hangup_cause.as_deref()),
+        "time_interval" => Dynamic::from_int(i64::from(time.hour() * 100 + time.minute())),
+        "weekday" => weekday_name(time).into(),
+        "local_time" => time.format("%Y-%m-%d %H:%M").to_string().into(),
+        _ => Dynamic::UNIT,
+    }
 }
 
 fn weekday_name(time: NaiveDateTime) -> &'static str {
@@ -205,6 +276,8 @@ pub fn build(
         .set_max_modules(MAX_MODULES)
         .set_max_strings_interned(0);
     engine.disable_symbol("eval");
+    // A misspelt variable is a load error that `check` reports, not a failure mid-call.
+    engine.set_strict_variables(true);
     // Rules name their first closure parameter `call` (as AwesomeWM rules say `c`), but Rhai
     // reserves the word for `f.call(...)`; as an identifier it still works for that method.
     #[allow(deprecated)]
@@ -395,6 +468,7 @@ pub fn build(
         }
     });
     engine.register_fn("settings", move || settings.clone());
+    register_rule_call(&mut engine);
     super::script::register(&mut engine);
     engine
 }

@@ -33,6 +33,8 @@ impl fmt::Display for PatternError {
 pub struct Pattern {
     source: String,
     anchored: bool,
+    /// No magic characters: a plain substring search does.
+    literal: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -48,9 +50,11 @@ impl Pattern {
         let bytes = source.as_bytes();
         let anchored = bytes.first() == Some(&b'^');
         validate(&bytes[usize::from(anchored)..])?;
+        let literal = !bytes.iter().any(|byte| b"^$*+?.()[]%-".contains(byte));
         Ok(Pattern {
             source: source.to_owned(),
             anchored,
+            literal,
         })
     }
 
@@ -61,6 +65,9 @@ impl Pattern {
     /// Whether the pattern's leftmost match in `subject` is non-empty (an empty match counts
     /// as no match).
     pub fn find(&self, subject: &str) -> bool {
+        if self.literal {
+            return !self.source.is_empty() && subject.contains(self.source.as_str());
+        }
         let pattern = &self.source.as_bytes()[usize::from(self.anchored)..];
         let mut state = MatchState {
             src: subject.as_bytes(),

@@ -1003,3 +1003,123 @@ fn rule_outside_the_top_level_is_refused_at_run_time() {
     assert_eq!(decision.errors.len(), 1);
     assert!(decision.errors[0].message.contains("top level"));
 }
+
+#[test]
+fn misspelt_variable_in_a_closure_is_a_load_error() {
+    let errors = compile_errors(
+        r#"let office = "1001"; rule(#{ id: "t", properties: #{ bridge_to: |call| ofice } });"#,
+    );
+    assert!(errors[0].message.contains("ofice"), "{errors:?}");
+    assert_eq!(errors[0].line, Some(1));
+}
+
+#[test]
+fn helper_functions_stay_in_their_file() {
+    let first = SourceFile {
+        source: Source::PhoneRepo,
+        path: "rules/10-a.rhai".into(),
+        text: r#"fn pick() { "a.wav" } rule(#{ id: "a", properties: #{ voicemail: |call| pick() } });"#
+            .into(),
+    };
+    let second = SourceFile {
+        source: Source::PhoneRepo,
+        path: "rules/20-b.rhai".into(),
+        text: r#"fn pick() { "b" } rule(#{ id: "b", properties: #{ mood: |call| pick() } });"#
+            .into(),
+    };
+    let set = RuleSet::compile_only(&[first, second], &RuleSettings::default()).expect("compiles");
+    let decision = set.decide(&call(), &resources());
+    assert_eq!(decision.voicemail_greeting(), Some("a.wav"));
+    assert_eq!(decision.get("mood"), Some(&Value::from("b")));
+}
+
+#[test]
+fn rule_sets_and_decisions_cross_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<RuleSet>();
+    shareable::<Decision>();
+}
+
+struct Silent;
+
+impl CallScript for Silent {
+    fn answer(&mut self) -> Result<(), ScriptError> {
+        Ok(())
+    }
+    fn play(&mut self, _: &str) -> Result<(), ScriptError> {
+        Ok(())
+    }
+    fn get_digits(&mut self, _: u32, _: u64) -> Result<String, ScriptError> {
+        Ok(String::new())
+    }
+    fn record(&mut self, _: &RecordOptions) -> Result<String, ScriptError> {
+        Ok(String::new())
+    }
+    fn transfer(&mut self, _: &str) -> Result<(), ScriptError> {
+        Ok(())
+    }
+    fn hangup(&mut self, _: &str) -> Result<(), ScriptError> {
+        Ok(())
+    }
+    fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
+        Ok(0)
+    }
+    fn record_greeting(&mut self, _: &str) -> Result<(), ScriptError> {
+        Ok(())
+    }
+    fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
+        Ok(false)
+    }
+}
+
+#[test]
+fn endless_dialplan_is_stopped_by_the_budget() {
+    let set = compile(
+        r#"rule(#{ id: "stuck_menu", properties: #{ dialplan: |call| { call.answer(); loop { call.get_digits(1, 10); } } } });"#,
+    );
+    let decision = set.decide(&call(), &resources());
+    let error = set
+        .run_dialplan(&decision, &call(), &resources(), &mut Silent)
+        .expect_err("the budget stops the loop");
+    let text = error.to_string();
+    assert!(text.starts_with("rule 'stuck_menu': dialplan:"), "{text}");
+    assert!(text.contains("too many operations"), "{text}");
+}
+
+#[test]
+fn a_decision_without_dialplan_cannot_run_one() {
+    let set = compile(r#"rule(#{ id: "plain" });"#);
+    let decision = set.decide(&call(), &resources());
+    assert_eq!(
+        set.run_dialplan(&decision, &call(), &resources(), &mut Silent),
+        Err(Error::NoDialplan)
+    );
+}
+
+#[test]
+fn bad_record_options_are_script_errors() {
+    let set = compile(
+        r#"rule(#{ id: "memo", properties: #{ dialplan: |call| { call.record(#{ max_secs: 5 }); } } });"#,
+    );
+    let decision = set.decide(&call(), &resources());
+    let error = set
+        .run_dialplan(&decision, &call(), &resources(), &mut Silent)
+        .expect_err("unknown option");
+    assert!(
+        error.to_string().contains("unknown option 'max_secs'"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_call_is_read_only_for_closures() {
+    let decision = decide(
+        r#"
+rule(#{ id: "a", properties: #{ mood: |call| { call.country = "XX"; "changed" } } });
+rule(#{ id: "b", properties: #{ caller_id: |call| call.country } });
+"#,
+        &call(),
+    );
+    assert!(decision.safe_default, "writing to call is refused");
+    assert_eq!(decision.errors[0].rule, "a");
+}
