@@ -1,5 +1,9 @@
 //! Fuzzes the mod_xml_curl form parser with arbitrary POST bodies: it must return a request or
 //! an error, never panic, and whatever it returns must come from the body.
+//!
+//!     cargo fuzz run xml_form -- -max_total_time=600
+//!
+//! Seed the corpus with the captured POST bodies (benches/xml_curl/register-1000.body).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
