@@ -67,9 +67,12 @@ wait_for "$patchbay_port"
 
 # nginx serves the very bytes patchbay answers, from a file.
 mkdir -p "$work/www" "$work/nginx"
+# nginx workers run as an unprivileged user; mktemp made the folder private.
+chmod 755 "$work" "$work/www"
 curl -s --data-binary "@$BENCH_DIR/register-1000.body" \
     -H 'Content-Type: application/x-www-form-urlencoded' \
     "http://127.0.0.1:$patchbay_port/freeswitch" >"$work/www/freeswitch"
+chmod 644 "$work/www/freeswitch"
 grep -q 'value="password1000"' "$work/www/freeswitch" || { echo "patchbay answered no directory" >&2; exit 1; }
 cat >"$work/nginx.conf" <<CONF
 daemon off;
@@ -98,13 +101,14 @@ CONF
 pids+=($!)
 wait_for "$nginx_port"
 nginx_answer=$(curl -s --data-binary "@$BENCH_DIR/register-1000.body" "http://127.0.0.1:$nginx_port/freeswitch")
-[ "$nginx_answer" = "$(cat "$work/www/freeswitch")" ] || { echo "nginx does not answer the same document" >&2; exit 1; }
+[ "$nginx_answer" = "$(cat "$work/www/freeswitch")" ] || { echo "nginx does not answer the same document:" >&2; echo "$nginx_answer" | head -5 >&2; cat "$work/nginx/error.log" >&2; exit 1; }
 
 export BODY_FILE=$BENCH_DIR/register-1000.body
 bench() {
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$BENCH_DIR/post.lua" "http://127.0.0.1:$1/freeswitch" \
         | grep '^RESULT' | sed 's/^RESULT //'
 }
+echo "load average before the run: $(cut -d" " -f1-3 /proc/loadavg)"
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, POST $(wc -c <"$BODY_FILE") bytes, answer $(wc -c <"$work/www/freeswitch") bytes, $(nproc) cores"
 # Warm both up, then alternate so neither always runs on a cooler machine.
 DURATION=2s bench "$patchbay_port" >/dev/null

@@ -131,8 +131,10 @@ pub struct FreeswitchSettings {
     /// The directory domain devices register to; `None` answers any domain FreeSWITCH asks.
     pub sip_domain: Option<String>,
     /// The profile devices register on.
+    #[serde(deserialize_with = "parse_internal_profile")]
     pub internal: ProfileSettings,
     /// The profile gateways (DIDs) use.
+    #[serde(deserialize_with = "parse_external_profile")]
     pub external: ProfileSettings,
     /// SIPS (TLS) on both profiles; needs certificates in FreeSWITCH's tls folder.
     pub tls: bool,
@@ -174,18 +176,63 @@ pub struct OutboundSettings {
 }
 
 /// Addresses and port of one SIP profile.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug)]
 pub struct ProfileSettings {
     /// IPv4 address or "auto" (FreeSWITCH's guess of the local address).
     pub sip_ip: String,
     pub sip_port: u16,
     pub rtp_ip: String,
-    /// Public address behind NAT: IPv4, "auto-nat", "stun:host" or "host:name"; `None` = same
-    /// as sip_ip.
+    /// Public address behind NAT: IPv4, "auto-nat", "stun:host" or "host:name"; `None` (an
+    /// empty string in the file) = same as sip_ip.
     pub ext_sip_ip: Option<String>,
     pub ext_rtp_ip: Option<String>,
 }
+
+/// A profile as written in the file: only the keys given; the rest come from that profile's
+/// defaults (the two profiles differ in port).
+#[derive(Deserialize)]
+struct ProfileOverrides {
+    sip_ip: Option<String>,
+    sip_port: Option<u16>,
+    rtp_ip: Option<String>,
+    ext_sip_ip: Option<String>,
+    ext_rtp_ip: Option<String>,
+}
+
+impl ProfileOverrides {
+    fn over(self, defaults: ProfileSettings) -> ProfileSettings {
+        let external = |given: Option<String>, default| match given {
+            Some(value) if value.is_empty() => None,
+            Some(value) => Some(value),
+            None => default,
+        };
+        ProfileSettings {
+            sip_ip: self.sip_ip.unwrap_or(defaults.sip_ip),
+            sip_port: self.sip_port.unwrap_or(defaults.sip_port),
+            rtp_ip: self.rtp_ip.unwrap_or(defaults.rtp_ip),
+            ext_sip_ip: external(self.ext_sip_ip, defaults.ext_sip_ip),
+            ext_rtp_ip: external(self.ext_rtp_ip, defaults.ext_rtp_ip),
+        }
+    }
+}
+
+fn parse_internal_profile<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ProfileSettings, D::Error> {
+    ProfileOverrides::deserialize(deserializer)
+        .map(|overrides| overrides.over(ProfileSettings::with_port(INTERNAL_SIP_PORT)))
+}
+
+fn parse_external_profile<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ProfileSettings, D::Error> {
+    ProfileOverrides::deserialize(deserializer)
+        .map(|overrides| overrides.over(ProfileSettings::with_port(EXTERNAL_SIP_PORT)))
+}
+
+/// FreeSWITCH's usual ports for the two profiles.
+const INTERNAL_SIP_PORT: u16 = 5060;
+const EXTERNAL_SIP_PORT: u16 = 5080;
 
 /// One device in the explicit list.
 #[derive(Clone, Debug, Deserialize)]
@@ -257,8 +304,8 @@ impl Default for FreeswitchSettings {
             xml: XmlSettings::default(),
             outbound: OutboundSettings::default(),
             sip_domain: None,
-            internal: ProfileSettings::with_port(5060),
-            external: ProfileSettings::with_port(5080),
+            internal: ProfileSettings::with_port(INTERNAL_SIP_PORT),
+            external: ProfileSettings::with_port(EXTERNAL_SIP_PORT),
             tls: false,
             codecs: ["OPUS", "G722", "PCMU", "PCMA"].map(String::from).to_vec(),
             devices: None,
@@ -304,12 +351,6 @@ impl ProfileSettings {
             ext_sip_ip: Some("auto-nat".to_owned()),
             ext_rtp_ip: Some("auto-nat".to_owned()),
         }
-    }
-}
-
-impl Default for ProfileSettings {
-    fn default() -> Self {
-        ProfileSettings::with_port(5060)
     }
 }
 
@@ -764,7 +805,7 @@ fn settings_shape() -> Shape {
                     "esl" => leaf_struct(field_names::<EslSettings>()),
                     "xml" => leaf_struct(field_names::<XmlSettings>()),
                     "outbound" => leaf_struct(field_names::<OutboundSettings>()),
-                    "internal" | "external" => leaf_struct(field_names::<ProfileSettings>()),
+                    "internal" | "external" => leaf_struct(field_names::<ProfileOverrides>()),
                     "devices" => Shape::List(|_| Shape::Leaf, field_names::<DeviceSettings>()),
                     _ => Shape::Leaf,
                 },

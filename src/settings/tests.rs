@@ -256,6 +256,25 @@ fn explicit_devices_resolve_extensions_passwords_and_codecs() {
 }
 
 #[test]
+fn a_partly_written_profile_keeps_its_own_defaults() {
+    let settings = parse(&with(
+        r#""freeswitch": {"external": {"ext_sip_ip": "stun:stun.example.com", "ext_rtp_ip": ""},
+                          "internal": {"sip_ip": "192.168.1.2"}}"#,
+    ))
+    .unwrap_or_else(|error| panic!("{error}"));
+    let fs = &settings.freeswitch;
+    assert_eq!(fs.external.sip_port, 5080);
+    assert_eq!(
+        fs.external.ext_sip_ip.as_deref(),
+        Some("stun:stun.example.com")
+    );
+    assert_eq!(fs.external.ext_rtp_ip, None);
+    assert_eq!(fs.internal.sip_port, 5060);
+    assert_eq!(fs.internal.sip_ip, "192.168.1.2");
+    assert_eq!(fs.internal.ext_sip_ip.as_deref(), Some("auto-nat"));
+}
+
+#[test]
 fn unknown_keys_warn_with_the_nearest_valid_key() {
     let settings = parse(&with(
         r#""voicemail_dealy": 20, "freeswitch": {"esl": {"prot": 8021}}, "flavour": 1"#,

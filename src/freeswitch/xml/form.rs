@@ -104,7 +104,7 @@ fn raw_str<'a>(name: &[u8], value: &'a [u8]) -> Result<&'a str, FormError> {
 }
 
 /// Percent-decodes `value`, borrowing when there is nothing to decode.
-pub fn decode<'a>(name: &[u8], value: &'a [u8]) -> Result<Cow<'a, str>, FormError> {
+fn decode<'a>(name: &[u8], value: &'a [u8]) -> Result<Cow<'a, str>, FormError> {
     if !value.contains(&b'%') {
         return raw_str(name, value).map(Cow::Borrowed);
     }
