@@ -24,10 +24,12 @@ use crate::calls::outage::Outages;
 use crate::calls::registry::Registry;
 use crate::calls::session::{self, Clock, Context, Incoming};
 use crate::calls::CallControl;
+use crate::contacts::number::normalize;
 use crate::freeswitch::esl::{inbound, outbound};
 use crate::freeswitch::xml::{self, XmlState};
 use crate::journal::Journal;
 use crate::repo::{GreetingStore, Loader, RepoHandle, Watcher};
+use crate::rules::{DidSetting, RuleSettings, SystemClock};
 use crate::settings::Settings;
 use crate::spool::Spool;
 
@@ -42,6 +44,36 @@ pub struct Handles {
     pub outages: Arc<Mutex<Outages>>,
     pub repo: RepoHandle,
     pub spool: Spool,
+}
+
+/// What rules read through `settings()`: caller ID names, the DIDs and their countries,
+/// the ringing time. Never a secret.
+pub fn rule_settings(settings: &Settings) -> RuleSettings {
+    RuleSettings {
+        caller_id: settings
+            .caller_id
+            .iter()
+            .map(|(language, name)| (language.to_lowercase(), name.clone()))
+            .collect(),
+        dids: settings
+            .dids
+            .iter()
+            .map(|did| {
+                let number = normalize(&did.pstn_number, settings.default_region);
+                DidSetting {
+                    number: number
+                        .as_ref()
+                        .map(|number| number.e164.clone())
+                        .unwrap_or_else(|| did.pstn_number.clone()),
+                    country: did
+                        .country
+                        .clone()
+                        .or_else(|| number.and_then(|number| number.country)),
+                }
+            })
+            .collect(),
+        voicemail_delay: Some(settings.voicemail_delay),
+    }
 }
 
 /// The daemon, bound but not yet running.
@@ -105,6 +137,10 @@ impl Daemon {
             crate::rules::defaults::files(),
             settings.default_region,
             Some(Arc::new(greetings)),
+        )
+        .with_rule_context(
+            rule_settings(&settings),
+            Arc::new(SystemClock(settings.timezone)),
         );
         let watcher = Watcher::start(
             &settings.repo,
@@ -239,6 +275,26 @@ impl Daemon {
             )
             .run(link_events),
         );
+        // The person's email templates follow the live snapshot.
+        let overrides_task = {
+            let repo = handles.repo.clone();
+            let spool = handles.spool.clone();
+            let mut commits = repo.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    let snapshot = repo.snapshot();
+                    spool.overrides().set(
+                        snapshot
+                            .templates()
+                            .map(|(name, text)| (name.to_owned(), text.to_owned()))
+                            .collect(),
+                    );
+                    if commits.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
         let spool = handles.spool.clone();
         let spool_stop = shutdown();
         let spool_task = tokio::spawn(async move { spool.run(spool_stop).await });
@@ -250,6 +306,7 @@ impl Daemon {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, calls_task).await;
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, spool_task).await;
         link_task.abort();
+        overrides_task.abort();
         let xml_result = tokio::time::timeout(DRAIN_TIMEOUT, xml_task).await;
         drop(watcher);
         journal.write("patchbay stopped");

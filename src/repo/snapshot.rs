@@ -8,7 +8,9 @@ use git2::{ObjectType, Oid};
 
 use crate::contacts::number::{normalize, Region};
 use crate::contacts::{Contact, ContactBook, ContactFile};
-use crate::rules::{Resources, RuleSet, Source, SourceFile};
+use crate::rules::{
+    Clock, DidSetting, LoadError, Resources, RuleSet, RuleSettings, Source, SourceFile,
+};
 
 use super::greetings::{GreetingIndex, GreetingStore};
 use super::phone::PhoneConfig;
@@ -63,6 +65,13 @@ impl Snapshot {
     /// `phone.toml` (defaults when the repo has none).
     pub fn phone(&self) -> &PhoneConfig {
         &self.phone
+    }
+
+    /// Every template override of the commit: file name ("voicemail.txt") -> raw text.
+    pub fn templates(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.templates
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
     }
 
     /// An email or event template override from `templates/` ("voicemail.txt"), raw text.
@@ -140,10 +149,15 @@ impl fmt::Display for Refusal {
 
 /// Turns commits into snapshots: the rules shipped with patchbay, the default region for
 /// numbers, and where greetings are exported.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Loader {
     default_rules: Vec<SourceFile>,
     region: Region,
+    /// What rules read through `settings()`, from the settings file; each commit's
+    /// `phone.toml` adds to it.
+    rule_settings: RuleSettings,
+    /// Local time for `now()` and time conditions (the settings' timezone).
+    clock: Option<Arc<dyn Clock>>,
     /// `None` checks greetings without exporting them (`patchbay check`).
     greetings: Option<Arc<GreetingStore>>,
     /// Contact files of the last load by path and content: parsing and normalising numbers
@@ -163,10 +177,60 @@ impl Loader {
         Loader {
             default_rules,
             region,
+            rule_settings: RuleSettings::default(),
+            clock: None,
             greetings,
             contact_cache: Arc::default(),
             number_cache: Arc::default(),
         }
+    }
+
+    /// Rules read `settings` and tell time with `clock` (the settings file's values and
+    /// timezone; without this, empty settings and UTC).
+    pub fn with_rule_context(mut self, settings: RuleSettings, clock: Arc<dyn Clock>) -> Loader {
+        self.rule_settings = settings;
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The settings file's values with this commit's `phone.toml` on top.
+    fn rule_settings_for(&self, phone: &PhoneConfig) -> RuleSettings {
+        let mut settings = self.rule_settings.clone();
+        for (language, name) in &phone.caller_id {
+            settings
+                .caller_id
+                .insert(language.to_lowercase(), name.clone());
+        }
+        for (number, did) in &phone.dids {
+            match settings
+                .dids
+                .iter_mut()
+                .find(|known| known.number == *number)
+            {
+                Some(known) => {
+                    if did.country.is_some() {
+                        known.country = did.country.clone();
+                    }
+                }
+                None => settings.dids.push(DidSetting {
+                    number: number.clone(),
+                    country: did.country.clone(),
+                }),
+            }
+        }
+        settings
+    }
+
+    fn compile(
+        &self,
+        files: &[SourceFile],
+        phone: &PhoneConfig,
+    ) -> Result<RuleSet, Vec<LoadError>> {
+        let rules = RuleSet::compile_with(files, &self.rule_settings_for(phone))?;
+        Ok(match &self.clock {
+            Some(clock) => rules.with_clock(Arc::clone(clock)),
+            None => rules,
+        })
     }
 
     /// Every `contacts/**.vcf` of the commit, reusing the parse of files that did not change.
@@ -222,12 +286,14 @@ impl Loader {
 
     /// The snapshot in force before any good commit: patchbay's default rules alone.
     pub fn built_in(&self) -> Result<Snapshot, Error> {
-        let rules = RuleSet::compile(&self.default_rules).map_err(|errors| {
-            Error::Refused(Refusal {
-                commit: String::new(),
-                problems: errors.into_iter().map(load_error_problem).collect(),
-            })
-        })?;
+        let rules = self
+            .compile(&self.default_rules, &PhoneConfig::default())
+            .map_err(|errors| {
+                Error::Refused(Refusal {
+                    commit: String::new(),
+                    problems: errors.into_iter().map(load_error_problem).collect(),
+                })
+            })?;
         Ok(Snapshot {
             commit: String::new(),
             rules: Arc::new(rules),
@@ -258,14 +324,6 @@ impl Loader {
                 Err(error) => problems.push(not_utf8(&file.path, &file.bytes, error)),
             }
         }
-        let rules = match RuleSet::compile(&rule_files) {
-            Ok(rules) => Some(rules),
-            Err(errors) => {
-                problems.extend(errors.into_iter().map(load_error_problem));
-                None
-            }
-        };
-
         let phone = match files.files.iter().find(|file| file.path == PHONE_CONFIG) {
             None => PhoneConfig::default(),
             Some(file) => match std::str::from_utf8(&file.bytes) {
@@ -286,6 +344,14 @@ impl Loader {
                     PhoneConfig::default()
                 }
             },
+        };
+
+        let rules = match self.compile(&rule_files, &phone) {
+            Ok(rules) => Some(rules),
+            Err(errors) => {
+                problems.extend(errors.into_iter().map(load_error_problem));
+                None
+            }
         };
 
         for bad in GreetingStore::check(&files.files) {
