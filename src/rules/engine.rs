@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext, Position};
 
-use super::matcher::call_language;
+use super::matcher::{call_language, FIELD_NAMES};
 use super::{LoadError, Resources, Source, EVENTS};
 use crate::calls::Call;
 use crate::contacts::Contact;
@@ -130,28 +130,16 @@ pub struct RuleCall {
 }
 
 /// Fields a closure can read: the call fields plus `local_time`.
-const CALL_FIELDS: [&str; 20] = [
-    "uuid",
-    "origin",
-    "peer_number",
-    "peer_name",
-    "caller_id_number",
-    "caller_id_name",
-    "destination_number",
-    "did",
-    "country",
-    "location",
-    "contact",
-    "contact_groups",
-    "language",
-    "device_count",
-    "busy",
-    "state",
-    "hangup_cause",
-    "time_interval",
-    "weekday",
-    "local_time",
-];
+const CALL_FIELDS: [&str; FIELD_NAMES.len() + 1] = {
+    let mut fields = [""; FIELD_NAMES.len() + 1];
+    let mut index = 0;
+    while index < FIELD_NAMES.len() {
+        fields[index] = FIELD_NAMES[index];
+        index += 1;
+    }
+    fields[index] = "local_time";
+    fields
+};
 
 impl RuleCall {
     pub fn new(call: &Call) -> RuleCall {
