@@ -518,9 +518,9 @@ async fn caller_supplied_names_add_no_header_and_round_trip_through_the_event() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_survives_an_smtp_outage_then_a_caldav_outage() {
-    // The issue's 30 s + 30 s scaled to 4 s + 4 s, with retries between 0.1 and 1 s: the same
-    // shape (every job fails at email, then at calendar, then completes).
-    const OUTAGE: Duration = Duration::from_secs(4);
+    // As the issue has it: SMTP down for the first 30 s, CalDAV down for the next 30 s, with
+    // retries between 0.1 and 1 s (every job fails at email, then at calendar, then completes).
+    const OUTAGE: Duration = Duration::from_secs(30);
     let setup = Setup::new();
     let journal = Journal::in_memory(chrono_tz::UTC);
     let spool = setup.spool(&journal);
