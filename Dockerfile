@@ -9,20 +9,8 @@
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
-# Dependencies first, so editing patchbay's own code does not rebuild them.
-COPY Cargo.toml Cargo.lock build.rs ./
-RUN mkdir -p src/bin tests/it \
-    && touch tests/it/main.rs \
-    && echo 'fn main() {}' > src/main.rs \
-    && echo 'fn main() {}' > src/bin/fsim.rs \
-    && touch src/lib.rs \
-    && cargo build --release --locked --bin patchbay \
-    && rm -rf src
 COPY . .
-# The default rules, templates and demo data are optional in a bare checkout.
-RUN mkdir -p rules templates data \
-    && touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --bin patchbay \
+RUN cargo build --release --locked --bin patchbay \
     && strip target/release/patchbay
 
 FROM debian:bookworm-slim
