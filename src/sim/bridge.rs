@@ -340,6 +340,10 @@ async fn ring_group(
             first_failure.unwrap_or_else(|| "NO_ROUTE_DESTINATION".into()),
         ));
     }
+    // The caller hears ringing once a leg rings (180 relayed to the A leg).
+    if let Some(a) = a_leg.as_mut() {
+        a.ringing();
+    }
     let deadline = Instant::now() + timeout;
     loop {
         let next_answer = ringers

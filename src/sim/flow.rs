@@ -135,7 +135,14 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
     } else {
         call.from.clone()
     };
-    let name = format!("sofia/external/{from}@127.0.0.1:5070");
+    let context = call.context.clone().unwrap_or_else(|| "public".to_owned());
+    // A device calling out comes in on the internal profile, a carrier's call on the external.
+    let internal = context != "public";
+    let name = if internal {
+        format!("sofia/internal/{from}@127.0.0.1")
+    } else {
+        format!("sofia/external/{from}@127.0.0.1:5070")
+    };
     let call_id = format!("{}@127.0.0.1", uuid::Uuid::new_v4().simple());
     let mut vars = vec![
         ("direction".to_owned(), "inbound".to_owned()),
@@ -149,13 +156,21 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         ("sip_network_ip".to_owned(), "127.0.0.1".to_owned()),
         ("sip_network_port".to_owned(), "5070".to_owned()),
         ("sip_from_display".to_owned(), call.caller_name.clone()),
-        ("sofia_profile_name".to_owned(), "external".to_owned()),
+        (
+            "sofia_profile_name".to_owned(),
+            if internal { "internal" } else { "external" }.to_owned(),
+        ),
         ("sip_req_user".to_owned(), call.to.clone()),
         ("sip_to_user".to_owned(), call.to.clone()),
         ("sip_to_host".to_owned(), "127.0.0.1".to_owned()),
     ];
     if let Some(gateway) = &call.gateway {
         vars.push(("sip_gateway_name".to_owned(), gateway.clone()));
+    }
+    if internal {
+        vars.push(("sip_authorized".to_owned(), "true".to_owned()));
+        vars.push(("user_name".to_owned(), from.clone()));
+        vars.push(("user_context".to_owned(), context.clone()));
     }
     let data = ChannelData {
         name,
@@ -174,7 +189,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
             cid_num: from,
             network_addr: "127.0.0.1".into(),
             destination: call.to.clone(),
-            context: "public".into(),
+            context,
             ..Profile::default()
         },
         created_us: now_us(),
@@ -1208,6 +1223,24 @@ impl Leg {
 
     pub(crate) fn note_bridged(&mut self, device: String) {
         self.summary.bridged_to = Some(device);
+    }
+
+    /// CHANNEL_PROGRESS on the A leg, once, unless it already has media or is answered.
+    pub(crate) fn ringing(&mut self) {
+        let first = self.channel.with_data(|d| {
+            let first = d.progress_us == 0 && d.progress_media_us == 0 && d.answered_us == 0;
+            if first {
+                d.progress_us = now_us();
+            }
+            first
+        });
+        if first {
+            self.emit(
+                "CHANNEL_PROGRESS",
+                ("sofia.c", "sofia_handle_sip_i_state", 1),
+                &[],
+            );
+        }
     }
 
     pub(crate) fn answer_for_bridge(&mut self) {

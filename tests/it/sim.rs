@@ -900,7 +900,7 @@ async fn bridge_sim(devices: Vec<Device>) -> (Sim, tokio::net::TcpListener) {
     (sim, listener)
 }
 
-async fn answered_call(
+async fn call_on_socket(
     sim: &Sim,
     listener: &tokio::net::TcpListener,
 ) -> (App, String, patchbay::sim::CallHandle) {
@@ -925,7 +925,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
     .await;
     let mut watcher = Client::authed(&sim).await;
     watcher.command("event plain ALL").await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     let events = app
         .execute(&uuid, "bridge", "user/1000@127.0.0.1,user/1001@127.0.0.1")
         .await;
@@ -934,6 +934,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         order,
         [
             "CHANNEL_EXECUTE",
+            "CHANNEL_PROGRESS",
             "CHANNEL_PROGRESS_MEDIA",
             "CHANNEL_ANSWER",
             "CHANNEL_BRIDGE",
@@ -942,7 +943,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         ],
         "only the A leg's events reach the outbound socket"
     );
-    let bridge = &events[3];
+    let bridge = &events[4];
     assert_eq!(bridge.header("Bridge-A-Unique-ID"), Some(uuid.as_str()));
     let b_uuid = bridge.header("Bridge-B-Unique-ID").unwrap().to_owned();
     assert_eq!(bridge.header("Other-Leg-Destination-Number"), Some("1000"));
@@ -1015,7 +1016,7 @@ async fn bridge_timeout_fails_with_no_answer_unless_continue_on_fail() {
         device("1001", Behaviour::NoAnswer, 1.0, None),
     ])
     .await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     app.execute(&uuid, "set", "call_timeout=3").await;
     app.execute(&uuid, "set", "continue_on_fail=NO_ANSWER,USER_BUSY")
         .await;
@@ -1043,7 +1044,7 @@ async fn bridge_to_busy_and_unregistered_devices_fails_with_their_cause() {
         device("1001", Behaviour::Unregistered, 1.0, None),
     ])
     .await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     app.client.command(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: user/1001,user/1000\nEvent-UUID: b1")).await;
     let summary = tokio::time::timeout(WAIT, call.finished())
         .await
@@ -1575,5 +1576,65 @@ async fn killing_the_simulator_drops_its_calls_and_a_restart_starts_clean() {
     assert_eq!(
         client.api("show channels as json").await,
         "{\"row_count\":0}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_calling_out_arrives_in_the_default_context_and_loops_repeat_an_app() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1000".into(),
+        to: "0041441234567".into(),
+        context: Some("default".into()),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    assert_eq!(
+        reply.header("Channel-Name"),
+        Some("sofia/internal/1000%40127.0.0.1")
+    );
+    assert_eq!(reply.header("Caller-Context"), Some("default"));
+    assert_eq!(
+        reply.header("variable_sofia_profile_name"),
+        Some("internal")
+    );
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.execute(&uuid, "answer", "").await;
+    // loops: 3 runs of a 1 s tone, one EXECUTE_COMPLETE per run, the last one ends the wait.
+    let event_uuid = "loop-1";
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: playback\nexecute-app-arg: tone_stream://%(1000,0,440)\nloops: 3\nEvent-UUID: {event_uuid}\n\n"))
+        .await;
+    let mut completions = 0;
+    while completions < 3 {
+        let frame = app.client.frame().await;
+        if frame.content_type() != Some("text/event-plain") {
+            continue;
+        }
+        let event = decode_plain(frame);
+        if event.header("Event-Name") == Some("CHANNEL_EXECUTE_COMPLETE") {
+            assert_eq!(event.header("Application-UUID"), Some(event_uuid));
+            completions += 1;
+            assert_eq!(
+                event.header("variable_current_loop"),
+                Some(completions.to_string().as_str())
+            );
+        }
+    }
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        summary
+            .apps
+            .iter()
+            .filter(|(app, _, _)| app == "playback")
+            .count(),
+        3
     );
 }
