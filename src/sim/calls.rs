@@ -90,6 +90,8 @@ pub struct Channel {
     /// The simulator was killed: the channel vanishes without a single event.
     crashed: AtomicBool,
     socket_notify: Notify,
+    /// Asks the outbound session to say goodbye and close (the call was transferred).
+    detach: Notify,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -113,6 +115,7 @@ impl Channel {
             socket_gone: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             socket_notify: Notify::new(),
+            detach: Notify::new(),
         });
         lock_mutex(&inner.channels).insert(uuid, Arc::clone(&channel));
         inner.count_session();
@@ -159,6 +162,19 @@ impl Channel {
         self.crashed.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn detach_socket(&self) {
+        self.detach.notify_one();
+    }
+
+    pub(crate) async fn detached(&self) {
+        self.detach.notified().await;
+    }
+
+    /// A new outbound socket may attach after a transfer.
+    pub(crate) fn reset_socket(&self) {
+        self.socket_gone.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn socket_closed(&self) {
         self.socket_gone.store(true, Ordering::Relaxed);
         self.socket_notify.notify_waiters();
@@ -166,10 +182,10 @@ impl Channel {
     }
 
     pub(crate) async fn wait_socket_closed(&self) {
-        if self.socket_gone.load(Ordering::Relaxed) {
-            return;
+        // A stored wake-up from an earlier socket (before a transfer) must not count.
+        while !self.socket_gone.load(Ordering::Relaxed) {
+            self.socket_notify.notified().await;
         }
-        self.socket_notify.notified().await;
     }
 
     pub fn var(&self, name: &str) -> Option<String> {

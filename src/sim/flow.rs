@@ -127,6 +127,8 @@ pub(crate) struct Leg {
 pub(crate) enum Interrupt {
     CallerHangup,
     Kill(String),
+    /// The call went on elsewhere (a transfer) and has ended there.
+    Done,
 }
 
 async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallSummary {
@@ -439,14 +441,25 @@ impl Leg {
         }
     }
 
-    async fn transfer(&mut self, destination: &str) {
-        let dest = destination
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        self.channel.with_data(|d| d.profile.destination = dest);
+    /// Transfers the call: `<exten> [dialplan] [context]`. The socket app ends, the
+    /// application's connection gets its goodbye, and the dialplan runs again for the new
+    /// destination (possibly opening a new outbound socket).
+    async fn transfer(&mut self, target: &str) {
+        let mut words = target.split_whitespace();
+        let destination = words.next().unwrap_or("").to_owned();
+        let context = words.nth(1).map(str::to_owned);
+        self.channel.with_data(|d| {
+            d.profile.destination = destination;
+            if let Some(context) = context {
+                d.profile.context = context;
+            }
+        });
         if let Some(socket_uuid) = self.socket_app_uuid.take() {
+            self.emit(
+                "CHANNEL_UNPARK",
+                ("switch_ivr.c", "switch_ivr_park", 1262),
+                &[],
+            );
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 "socket",
@@ -454,8 +467,11 @@ impl Leg {
                 &socket_uuid,
                 Some("_none_"),
             );
+            self.channel.detach_socket();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.channel.wait_socket_closed())
+                .await;
+            self.channel.reset_socket();
         }
-        self.channel.socket_closed();
         Box::pin(self.run_dialplan()).await;
     }
 
@@ -476,6 +492,20 @@ impl Leg {
             }
             "execute" => {
                 let app = frame.header("execute-app-name").unwrap_or("").to_owned();
+                if app == "transfer" {
+                    let arg = frame.header("execute-app-arg").unwrap_or("").to_owned();
+                    let app_uuid = frame.header("Event-UUID").unwrap_or("").to_owned();
+                    self.execute_event("CHANNEL_EXECUTE", &app, &arg, &app_uuid, None);
+                    self.execute_event(
+                        "CHANNEL_EXECUTE_COMPLETE",
+                        &app,
+                        &arg,
+                        &app_uuid,
+                        Some("_none_"),
+                    );
+                    self.transfer(&arg).await;
+                    return Err(Interrupt::Done);
+                }
                 let arg = match frame.header("execute-app-arg") {
                     Some(arg) => arg.to_owned(),
                     None => frame
@@ -897,6 +927,7 @@ impl Leg {
                 }
             }
             Interrupt::Kill(cause) => (cause, "send_bye"),
+            Interrupt::Done => return,
         };
         self.hangup(&cause, disposition, running).await;
     }

@@ -1638,3 +1638,61 @@ async fn a_device_calling_out_arrives_in_the_default_context_and_loops_repeat_an
         3
     );
 }
+
+#[tokio::test]
+async fn uuid_transfer_ends_the_socket_and_runs_the_dialplan_again() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "+4144".into(),
+        to: "+33123".into(),
+        ..Default::default()
+    });
+    let (mut first, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    first.client.command("myevents").await;
+    first.execute(&uuid, "answer", "").await;
+    let mut admin = Client::authed(&sim).await;
+    assert_eq!(
+        admin
+            .api(&format!("uuid_transfer {uuid} 5000 XML default"))
+            .await,
+        "+OK\n"
+    );
+    let mut seen = Vec::new();
+    let goodbye = loop {
+        let frame = first.client.frame().await;
+        if frame.content_type() == Some("text/disconnect-notice") {
+            break frame;
+        }
+        seen.push(decode_plain(frame));
+    };
+    assert_eq!(names(&seen), ["CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE"]);
+    assert_eq!(seen[1].header("Application"), Some("socket"));
+    assert_eq!(goodbye.header("Content-Disposition"), Some("disconnect"));
+    assert!(first.client.closed().await);
+
+    let (mut second, reply) = App::accept(&listener).await;
+    assert_eq!(reply.header("Unique-ID"), Some(uuid.as_str()));
+    assert_eq!(reply.header("Caller-Destination-Number"), Some("5000"));
+    assert_eq!(reply.header("Caller-Context"), Some("default"));
+    second.client.command("myevents").await;
+    // The new socket controls the call as long as it stays: a hangup from it ends the call.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        admin.api(&format!("uuid_exists {uuid}")).await,
+        "true",
+        "the call died with the first socket"
+    );
+    second
+        .client
+        .send(&format!(
+            "sendmsg {uuid}\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING\n\n"
+        ))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    assert_eq!(summary.apps.len(), 1, "{:?}", summary.apps);
+}
