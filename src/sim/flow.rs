@@ -171,6 +171,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
     }
     if internal {
         vars.push(("sip_authorized".to_owned(), "true".to_owned()));
+        vars.push(("sip_auth_username".to_owned(), from.clone()));
         vars.push(("user_name".to_owned(), from.clone()));
         vars.push(("user_context".to_owned(), context.clone()));
     }
@@ -460,12 +461,18 @@ impl Leg {
                 ("switch_ivr.c", "switch_ivr_park", 1262),
                 &[],
             );
+            // The socket app reports the channel's last application response, as FreeSWITCH's
+            // Application-Response is the current_application_response variable.
+            let response = self
+                .channel
+                .var("current_application_response")
+                .unwrap_or_else(|| "_none_".to_owned());
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 "socket",
                 "",
                 &socket_uuid,
-                Some("_none_"),
+                Some(&response),
             );
             self.channel.detach_socket();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.channel.wait_socket_closed())
@@ -969,6 +976,8 @@ impl Leg {
             &[],
         );
         if let Some((app, arg, app_uuid, response)) = running {
+            self.channel
+                .set_var("current_application_response", response);
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 app,
@@ -989,12 +998,18 @@ impl Leg {
                 ("switch_ivr.c", "switch_ivr_park", 1262),
                 &[],
             );
+            // The socket app reports the channel's last application response, as FreeSWITCH's
+            // Application-Response is the current_application_response variable.
+            let response = self
+                .channel
+                .var("current_application_response")
+                .unwrap_or_else(|| "_none_".to_owned());
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 "socket",
                 "",
                 &socket_uuid,
-                Some("_none_"),
+                Some(&response),
             );
         }
         self.set_state(10);
