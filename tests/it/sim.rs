@@ -1696,3 +1696,69 @@ async fn uuid_transfer_ends_the_socket_and_runs_the_dialplan_again() {
     assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
     assert_eq!(summary.apps.len(), 1, "{:?}", summary.apps);
 }
+
+#[tokio::test]
+async fn record_stops_at_its_time_limit_and_expire_removes_a_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip_path = dir.path().join("long.wav");
+    // 16 kHz stereo: the simulator converts to 8 kHz mono.
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&clip_path, spec).unwrap();
+    for i in 0..16_000 * 5 {
+        let sample = ((i as f64 * 0.05).sin() * 10_000.0) as i16;
+        writer.write_sample(sample).unwrap();
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let (sim, listener) = outbound_sim(|c| c.recordings_dir = Some(dir.path().to_path_buf())).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        audio: Some(clip_path),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.execute(&uuid, "answer", "").await;
+    let events = app.execute(&uuid, "record", "vm/limited.wav 2").await;
+    assert_eq!(
+        events.last().unwrap().header("variable_record_ms"),
+        Some("2000")
+    );
+    let reader = hound::WavReader::open(dir.path().join("vm/limited.wav")).unwrap();
+    assert_eq!(
+        (
+            reader.spec().sample_rate,
+            reader.spec().channels,
+            reader.duration()
+        ),
+        (8000, 1, 16_000)
+    );
+    let samples: Vec<i16> = reader.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        samples.iter().any(|s| s.abs() > 5000),
+        "left channel lost in the conversion"
+    );
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut watcher = Client::authed(&sim).await;
+    watcher.command("event plain CUSTOM sofia::expire").await;
+    sim.register("1000", "x").await.unwrap();
+    assert!(sim.expire("1000"));
+    let expired = watcher.event().await;
+    assert_eq!(expired.header("user"), Some("1000"));
+    assert!(!sim.is_registered("1000"));
+    assert!(!sim.expire("1000"));
+}
