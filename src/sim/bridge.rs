@@ -277,7 +277,8 @@ async fn ring_group(
     let scenario = lock_mutex(&inner.scenario).clone();
     for raw in endpoints {
         let (endpoint, leg_timeout) = strip_leg_vars(raw);
-        let _ = leg_timeout;
+        // `[leg_timeout=N]` ends this leg's ringing with NO_ANSWER unless something comes first.
+        let leg_deadline = leg_timeout.map(|s| (Instant::now() + inner.scaled(s), "NO_ANSWER"));
         match resolve(inner, endpoint) {
             Target::Fail(cause) => {
                 first_failure.get_or_insert(cause);
@@ -309,6 +310,10 @@ async fn ring_group(
                     Behaviour::NoAnswer => (None, None),
                     Behaviour::Busy => (None, Some((now + inner.scaled(0.2), "USER_BUSY"))),
                     Behaviour::Unregistered => (None, Some((now, "USER_NOT_REGISTERED"))),
+                };
+                let fail = match (fail, leg_deadline) {
+                    (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                    (a, b) => a.or(b),
                 };
                 ringers.push(Ringer {
                     device: extension,
@@ -476,12 +481,7 @@ async fn sleep_opt(deadline: Option<Instant>) {
 }
 
 /// Dials for `originate`: groups in turn, no A leg.
-pub(crate) async fn dial(
-    inner: &Arc<Inner>,
-    dialstring: &str,
-    _a: Option<()>,
-    _b: Option<()>,
-) -> DialOutcome {
+pub(crate) async fn dial(inner: &Arc<Inner>, dialstring: &str) -> DialOutcome {
     let (vars, endpoints) = split_dialstring(dialstring);
     let timeout = vars
         .iter()

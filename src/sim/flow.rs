@@ -1237,7 +1237,7 @@ pub(crate) async fn originate(inner: &Arc<Inner>, args: &str) -> Result<String, 
     if dialstring.is_empty() {
         return Err("INVALID_NUMBER_FORMAT".into());
     }
-    let outcome = super::bridge::dial(inner, dialstring, None, None).await;
+    let outcome = super::bridge::dial(inner, dialstring).await;
     match outcome {
         super::bridge::DialOutcome::Answered(leg) => {
             let uuid = leg.channel.uuid().to_owned();

@@ -1762,3 +1762,31 @@ async fn record_stops_at_its_time_limit_and_expire_removes_a_registration() {
     assert!(!sim.is_registered("1000"));
     assert!(!sim.expire("1000"));
 }
+
+#[tokio::test]
+async fn a_leg_timeout_stops_one_device_before_another_answers() {
+    let (sim, listener) = bridge_sim(vec![
+        device("1000", Behaviour::NoAnswer, 1.0, None),
+        device("1001", Behaviour::Answer, 3.0, Some(1.0)),
+    ])
+    .await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
+    let events = app
+        .execute(&uuid, "bridge", "[leg_timeout=1]user/1000,user/1001")
+        .await;
+    assert!(names(&events).contains(&"CHANNEL_BRIDGE".to_owned()));
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.bridged_to.as_deref(), Some("1001"));
+    let log = sim.log().entries();
+    assert!(
+        !log.iter()
+            .any(|e| matches!(e, Entry::DeviceLostRace { .. })),
+        "1000 had already stopped ringing"
+    );
+}
