@@ -821,6 +821,8 @@ impl Leg {
         if let Some(limit) = limit {
             seconds = seconds.min(limit);
         }
+        // An hour of audio at most: a bad argument must not fill the disk.
+        seconds = seconds.min(3600.0);
         // The caller may hang up first: the recording holds what came before.
         let elapsed =
             self.started.elapsed().as_secs_f64() / self.inner.config().time_scale.max(1e-9);

@@ -403,8 +403,17 @@ impl Inner {
     }
 
     /// Scales a scenario delay by the configured time factor.
+    /// Never panics: an application may ask for `sleep 1e400`; NaN is no time, and anything
+    /// beyond a year is a year.
     pub(crate) fn scaled(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64((seconds * self.config.time_scale).max(0.0))
+        const YEAR: f64 = 365.0 * 86_400.0;
+        let scaled = seconds * self.config.time_scale;
+        let scaled = if scaled.is_nan() {
+            0.0
+        } else {
+            scaled.clamp(0.0, YEAR)
+        };
+        Duration::from_secs_f64(scaled)
     }
 
     pub(crate) fn up_time(&self) -> Duration {

@@ -1790,3 +1790,40 @@ async fn a_leg_timeout_stops_one_device_before_another_answers() {
         "1000 had already stopped ringing"
     );
 }
+
+#[tokio::test]
+async fn absurd_app_arguments_do_not_crash_the_simulator() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    for (name, arg) in [
+        ("sleep", "NaN"),
+        ("sleep", "-5"),
+        ("playback", "silence_stream://x"),
+        ("record", "/dev/null/x.wav nan"),
+        ("set", "continue_on_fail=true"),
+        ("bridge", "{call_timeout=inf}user/9"),
+        ("set", "novalue"),
+    ] {
+        let events = app.execute(&uuid, name, arg).await;
+        assert_eq!(events.last().unwrap().header("Application"), Some(name));
+    }
+    // A sleep far beyond the test's patience is cut short by a hangup from the app.
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: sleep\nexecute-app-arg: 1e400\nEvent-UUID: long\n\n"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut admin = Client::authed(&sim).await;
+    assert_eq!(admin.api(&format!("uuid_kill {uuid}")).await, "+OK\n");
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+}
