@@ -471,8 +471,11 @@ impl Inner {
             });
         }
         let event = Arc::new(event);
-        let listeners = lock(&self.listeners).clone();
-        for listener in listeners {
+        // Everything below is non-blocking (try_send), so the list is walked under its lock
+        // instead of being copied for every event.
+        let mut closed = Vec::new();
+        let listeners = lock(&self.listeners);
+        for listener in listeners.iter() {
             if listener.killed.load(Ordering::Relaxed) || !lock(&listener.sub).wants(&event) {
                 continue;
             }
@@ -489,8 +492,12 @@ impl Inner {
                         });
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => self.remove_listener(listener.conn),
+                Err(mpsc::error::TrySendError::Closed(_)) => closed.push(listener.conn),
             }
+        }
+        drop(listeners);
+        for conn in closed {
+            self.remove_listener(conn);
         }
     }
 
