@@ -173,10 +173,7 @@ fn create_leg(
         &[],
         &[],
     ));
-    channel.with_data(|d| {
-        d.progress_us = now_us();
-        d.call_state = "RINGING";
-    });
+    channel.with_data(|d| d.progress_us = now_us());
     inner.emit(channel.event(
         inner,
         "CHANNEL_PROGRESS",
@@ -185,6 +182,7 @@ fn create_leg(
         &[],
         &[],
     ));
+    channel.set_call_state(inner, "RINGING");
     (channel, controls)
 }
 
@@ -201,7 +199,6 @@ pub(crate) fn hangup_leg(inner: &Inner, channel: &Channel, cause: &str, disposit
         d.hangup_cause = Some(cause.to_owned());
         d.hangup_us = now_us();
         d.state = 10;
-        d.call_state = "HANGUP";
         d.answer_state = "hangup";
     });
     channel.set_var("hangup_cause", cause);
@@ -228,6 +225,7 @@ pub(crate) fn hangup_leg(inner: &Inner, channel: &Channel, cause: &str, disposit
         &[],
         &[],
     ));
+    channel.set_call_state(inner, "HANGUP");
     inner.emit(channel.event(
         inner,
         "CHANNEL_HANGUP_COMPLETE",
@@ -402,7 +400,6 @@ async fn ring_group(
             ringer.channel.with_data(|d| {
                 d.answered_us = now_us();
                 d.answer_state = "answered";
-                d.call_state = "ACTIVE";
             });
             inner.emit(ringer.channel.event(
                 inner,
@@ -416,6 +413,7 @@ async fn ring_group(
                 &[],
                 &[],
             ));
+            ringer.channel.set_call_state(inner, "ACTIVE");
             inner.log().push(Entry::DeviceAnswered {
                 device: ringer.device.clone(),
                 call: call.clone(),

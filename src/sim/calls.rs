@@ -41,6 +41,19 @@ pub(crate) const STATES: [&str; 13] = [
     "CS_DESTROY",
 ];
 
+/// FreeSWITCH's call states, in number order.
+pub(crate) const CALL_STATES: [&str; 9] = [
+    "DOWN",
+    "DIALING",
+    "RINGING",
+    "EARLY",
+    "ACTIVE",
+    "HELD",
+    "RING_WAIT",
+    "HANGUP",
+    "UNHELD",
+];
+
 /// The caller profile (`Caller-*` headers).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Profile {
@@ -149,6 +162,39 @@ impl Channel {
 
     pub(crate) fn is_down(&self) -> bool {
         *self.down.borrow()
+    }
+
+    /// Changes the call state and emits CHANNEL_CALLSTATE, as FreeSWITCH does right after the
+    /// event that caused the change (which still shows the old state).
+    pub(crate) fn set_call_state(&self, inner: &Inner, new: &'static str) {
+        let old = {
+            let mut data = lock_mutex(&self.data);
+            std::mem::replace(&mut data.call_state, new)
+        };
+        if old == new {
+            return;
+        }
+        let number = CALL_STATES
+            .iter()
+            .position(|s| *s == new)
+            .unwrap_or(0)
+            .to_string();
+        let event = self.event(
+            inner,
+            "CHANNEL_CALLSTATE",
+            (
+                "switch_channel.c",
+                "switch_channel_perform_set_callstate",
+                301,
+            ),
+            false,
+            &[
+                ("Original-Channel-Call-State", old),
+                ("Channel-Call-State-Number", &number),
+            ],
+            &[],
+        );
+        inner.emit(event);
     }
 
     /// Marks the channel as lost in a crash and wakes its task, which then ends silently.

@@ -179,7 +179,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         name,
         direction: "inbound",
         state: 1,
-        call_state: "RINGING",
+        call_state: "DOWN",
         answer_state: "ringing",
         profile: Profile {
             username: from.clone(),
@@ -226,6 +226,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         ("switch_core_state_machine.c", "switch_core_session_run", 1),
         &[],
     );
+    leg.channel.set_call_state(inner, "RINGING");
     leg.set_state(2);
     leg.run_dialplan().await;
     leg.summary
@@ -717,7 +718,6 @@ impl Leg {
         self.channel.with_data(|d| {
             d.progress_media_us = now_us();
             d.answer_state = "early";
-            d.call_state = "EARLY";
         });
         self.emit(
             "CHANNEL_PROGRESS_MEDIA",
@@ -728,6 +728,7 @@ impl Leg {
             ),
             &[],
         );
+        self.channel.set_call_state(&self.inner, "EARLY");
     }
 
     fn answer(&mut self) {
@@ -738,7 +739,6 @@ impl Leg {
         self.channel.with_data(|d| {
             d.answered_us = now_us();
             d.answer_state = "answered";
-            d.call_state = "ACTIVE";
         });
         self.answered_at = Some(Instant::now());
         self.summary.answered = true;
@@ -751,6 +751,7 @@ impl Leg {
             ),
             &[],
         );
+        self.channel.set_call_state(&self.inner, "ACTIVE");
     }
 
     async fn playback(&mut self, arg: &str) -> Result<String, (Interrupt, String)> {
@@ -966,7 +967,6 @@ impl Leg {
             d.hangup_cause = Some(cause.to_owned());
             d.hangup_us = now_us();
             d.state = 10;
-            d.call_state = "HANGUP";
             d.answer_state = "hangup";
         });
         self.channel.set_var("hangup_cause", cause);
@@ -1015,6 +1015,7 @@ impl Leg {
             );
         }
         self.set_state(10);
+        self.channel.set_call_state(&self.inner, "HANGUP");
         self.channel.with_data(|d| d.state = 11);
         self.set_state(11);
         let duration =

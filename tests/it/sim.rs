@@ -994,6 +994,14 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         "{loser:?}"
     );
     let winner: Vec<&str> = per_leg[&b_uuid].iter().map(|(n, _)| n.as_str()).collect();
+    // As in bridge-two-devices.txt: PROGRESS then CALLSTATE RINGING, ANSWER then CALLSTATE.
+    let progress = winner
+        .iter()
+        .position(|n| *n == "CHANNEL_PROGRESS")
+        .unwrap();
+    assert_eq!(winner[progress + 1], "CHANNEL_CALLSTATE");
+    let answer = winner.iter().position(|n| *n == "CHANNEL_ANSWER").unwrap();
+    assert_eq!(winner[answer + 1], "CHANNEL_CALLSTATE");
     assert!(
         winner.contains(&"CHANNEL_ANSWER") && winner.contains(&"CHANNEL_DESTROY"),
         "{winner:?}"
