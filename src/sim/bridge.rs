@@ -384,8 +384,13 @@ async fn ring_group(
             return Err(Stopped::Cancelled(interrupt));
         }
         let now = Instant::now();
-        if let Some((at, winner)) = next_answer.filter(|(t, _)| *t <= now) {
-            let _ = at;
+        // Due events are handled in the order they were scheduled, even when the task woke up
+        // late: a leg that timed out before another answered never loses the race.
+        let fail_first = match (next_answer, next_fail) {
+            (Some((answer_at, _)), Some((fail_at, _))) => fail_at <= answer_at,
+            _ => false,
+        };
+        if let Some((_, winner)) = next_answer.filter(|(t, _)| *t <= now && !fail_first) {
             for (i, ringer) in ringers.iter_mut().enumerate() {
                 if i != winner && !ringer.done {
                     hangup_leg(inner, &ringer.channel, "LOSE_RACE", "send_cancel");

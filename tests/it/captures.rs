@@ -521,7 +521,7 @@ async fn outbound_sessions_replayed_against_the_simulator_answer_like_freeswitch
             Call {
                 from: "sipp".into(),
                 to: "7777".into(),
-                hangup_after: Some(3.0),
+                hangup_after: Some(10.0),
                 ..Default::default()
             },
         ),

@@ -780,7 +780,7 @@ async fn caller_hangup_during_playback_gives_playback_error_after_hangup() {
     let call = sim.place_call(patchbay::sim::scenario::Call {
         from: "100".into(),
         to: "200".into(),
-        hangup_after: Some(3.0),
+        hangup_after: Some(10.0),
         ..Default::default()
     });
     let (mut app, reply) = App::accept(&listener).await;
