@@ -1481,11 +1481,11 @@ async fn a_scenario_registers_its_devices_and_places_its_calls() {
 #[tokio::test]
 async fn events_wait_while_an_api_command_runs() {
     let (sim, _listener) =
-        bridge_sim(vec![device("1000", Behaviour::Answer, 2.0, Some(1.0))]).await;
+        bridge_sim(vec![device("1000", Behaviour::Answer, 10.0, Some(1.0))]).await;
     let mut client = Client::authed(&sim).await;
     client.command("event plain CUSTOM test::during").await;
     client.send("api originate user/1000 &park()\n\n").await;
-    // Emitted while the originate is still ringing (40 ms of scaled ringing).
+    // Emitted while the originate is still ringing (200 ms of scaled ringing).
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut during = sim.new_event("CUSTOM");
     during.set("Event-Subclass", "test::during");
