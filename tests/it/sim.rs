@@ -1791,6 +1791,10 @@ async fn a_leg_timeout_stops_one_device_before_another_answers() {
         .unwrap()
         .unwrap();
     assert_eq!(summary.bridged_to.as_deref(), Some("1001"));
+    assert_eq!(
+        sim.log().executed("bridge"),
+        ["[leg_timeout=1]user/1000,user/1001"]
+    );
     let log = sim.log().entries();
     assert!(
         !log.iter()
