@@ -1839,3 +1839,58 @@ async fn absurd_app_arguments_do_not_crash_the_simulator() {
         .unwrap();
     assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
 }
+
+/// Load check, run by hand in release:
+/// `cargo test --release --test it -- --ignored sim::simulator_event_throughput --nocapture`.
+/// The simulator replays the events of a captured call (plain) to one raw reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn simulator_event_throughput() {
+    const EVENTS: usize = 200_000;
+    let config = Config {
+        log_events: false,
+        event_queue_capacity: EVENTS + 10,
+        ..fast_config()
+    };
+    let sim = Sim::start(config).await.unwrap();
+    let captured = std::fs::read(super::captures::fixtures().join("esl-inbound-call.txt")).unwrap();
+    let mut templates = Vec::new();
+    let mut rest = &captured[..];
+    while let Some((frame, used)) = Frame::parse(rest).unwrap() {
+        rest = &rest[used..];
+        if frame.content_type() == Some("text/event-plain") {
+            let (event, _) = Frame::parse(frame.body().unwrap()).unwrap().unwrap();
+            let headers = event
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), frame::url_decode(v).into_owned()))
+                .collect();
+            templates.push(patchbay::sim::Event::from_parts(
+                headers,
+                event.body().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    let mut client = Client::authed(&sim).await;
+    client.command("event plain ALL").await;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < EVENTS {
+            client.frame().await;
+            seen += 1;
+        }
+    });
+    let started = std::time::Instant::now();
+    for i in 0..EVENTS {
+        sim.emit(templates[i % templates.len()].clone());
+    }
+    reader.await.unwrap();
+    let elapsed = started.elapsed();
+    let bytes: usize = templates.iter().map(|t| t.headers().len()).sum::<usize>() / templates.len();
+    println!(
+        "{EVENTS} events ({} templates, ~{bytes} headers each) in {:.2} s: {:.0} events/s",
+        templates.len(),
+        elapsed.as_secs_f64(),
+        EVENTS as f64 / elapsed.as_secs_f64()
+    );
+}
