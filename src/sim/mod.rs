@@ -10,6 +10,25 @@
 //!
 //! Invariant: a misbehaving peer only ever loses its own connection; the simulator logs why and
 //! carries on with the others.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use patchbay::sim::{scenario::Call, Config, Sim};
+//!
+//! // Calls go to the application's outbound socket; time runs 100 times faster.
+//! let sim = Sim::start(Config {
+//!     static_socket: Some("127.0.0.1:8084".into()),
+//!     time_scale: 0.01,
+//!     ..Config::default()
+//! })
+//! .await?;
+//! println!("ESL on {}", sim.esl_addr());
+//! let call = sim.place_call(Call { from: "+41441234567".into(), to: "+33123456789".into(), ..Call::default() });
+//! let summary = call.finished().await?;
+//! println!("{} ended with {}; bridge args: {:?}", summary.uuid, summary.hangup_cause, sim.log().executed("bridge"));
+//! # Ok(())
+//! # }
+//! ```
 
 mod api;
 mod bridge;
