@@ -95,6 +95,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !valid {
         anyhow::bail!("--heartbeat must be above 0 and --time-scale at least 0");
     }
+    let heartbeat = Duration::try_from_secs_f64(args.heartbeat).map_err(|_| {
+        anyhow::anyhow!(
+            "--heartbeat {}: not a usable number of seconds",
+            args.heartbeat
+        )
+    })?;
     let scenario = match &args.scenario {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default(),
@@ -102,7 +108,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
         esl_addr: SocketAddr::new(args.esl_host, args.esl_port),
         password: Secret::new(args.password),
-        heartbeat: Duration::from_secs_f64(args.heartbeat),
+        heartbeat,
         time_scale: args.time_scale,
         xml_url: args.xml_url,
         xml_credentials: args.xml_user.zip(args.xml_password.map(Secret::new)),

@@ -173,10 +173,7 @@ fn create_leg(
         &[],
         &[],
     ));
-    channel.with_data(|d| {
-        d.progress_us = now_us();
-        d.call_state = "RINGING";
-    });
+    channel.with_data(|d| d.progress_us = now_us());
     inner.emit(channel.event(
         inner,
         "CHANNEL_PROGRESS",
@@ -185,6 +182,7 @@ fn create_leg(
         &[],
         &[],
     ));
+    channel.set_call_state(inner, "RINGING");
     (channel, controls)
 }
 
@@ -201,7 +199,6 @@ pub(crate) fn hangup_leg(inner: &Inner, channel: &Channel, cause: &str, disposit
         d.hangup_cause = Some(cause.to_owned());
         d.hangup_us = now_us();
         d.state = 10;
-        d.call_state = "HANGUP";
         d.answer_state = "hangup";
     });
     channel.set_var("hangup_cause", cause);
@@ -228,6 +225,7 @@ pub(crate) fn hangup_leg(inner: &Inner, channel: &Channel, cause: &str, disposit
         &[],
         &[],
     ));
+    channel.set_call_state(inner, "HANGUP");
     inner.emit(channel.event(
         inner,
         "CHANNEL_HANGUP_COMPLETE",
@@ -277,7 +275,8 @@ async fn ring_group(
     let scenario = lock_mutex(&inner.scenario).clone();
     for raw in endpoints {
         let (endpoint, leg_timeout) = strip_leg_vars(raw);
-        let _ = leg_timeout;
+        // `[leg_timeout=N]` ends this leg's ringing with NO_ANSWER unless something comes first.
+        let leg_deadline = leg_timeout.map(|s| (Instant::now() + inner.scaled(s), "NO_ANSWER"));
         match resolve(inner, endpoint) {
             Target::Fail(cause) => {
                 first_failure.get_or_insert(cause);
@@ -310,6 +309,10 @@ async fn ring_group(
                     Behaviour::Busy => (None, Some((now + inner.scaled(0.2), "USER_BUSY"))),
                     Behaviour::Unregistered => (None, Some((now, "USER_NOT_REGISTERED"))),
                 };
+                let fail = match (fail, leg_deadline) {
+                    (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+                    (a, b) => a.or(b),
+                };
                 ringers.push(Ringer {
                     device: extension,
                     channel,
@@ -339,6 +342,10 @@ async fn ring_group(
         return Err(Stopped::Failed(
             first_failure.unwrap_or_else(|| "NO_ROUTE_DESTINATION".into()),
         ));
+    }
+    // The caller hears ringing once a leg rings (180 relayed to the A leg).
+    if let Some(a) = a_leg.as_mut() {
+        a.ringing();
     }
     let deadline = Instant::now() + timeout;
     loop {
@@ -377,8 +384,13 @@ async fn ring_group(
             return Err(Stopped::Cancelled(interrupt));
         }
         let now = Instant::now();
-        if let Some((at, winner)) = next_answer.filter(|(t, _)| *t <= now) {
-            let _ = at;
+        // Due events are handled in the order they were scheduled, even when the task woke up
+        // late: a leg that timed out before another answered never loses the race.
+        let fail_first = match (next_answer, next_fail) {
+            (Some((answer_at, _)), Some((fail_at, _))) => fail_at <= answer_at,
+            _ => false,
+        };
+        if let Some((_, winner)) = next_answer.filter(|(t, _)| *t <= now && !fail_first) {
             for (i, ringer) in ringers.iter_mut().enumerate() {
                 if i != winner && !ringer.done {
                     hangup_leg(inner, &ringer.channel, "LOSE_RACE", "send_cancel");
@@ -393,7 +405,6 @@ async fn ring_group(
             ringer.channel.with_data(|d| {
                 d.answered_us = now_us();
                 d.answer_state = "answered";
-                d.call_state = "ACTIVE";
             });
             inner.emit(ringer.channel.event(
                 inner,
@@ -407,6 +418,7 @@ async fn ring_group(
                 &[],
                 &[],
             ));
+            ringer.channel.set_call_state(inner, "ACTIVE");
             inner.log().push(Entry::DeviceAnswered {
                 device: ringer.device.clone(),
                 call: call.clone(),
@@ -472,12 +484,7 @@ async fn sleep_opt(deadline: Option<Instant>) {
 }
 
 /// Dials for `originate`: groups in turn, no A leg.
-pub(crate) async fn dial(
-    inner: &Arc<Inner>,
-    dialstring: &str,
-    _a: Option<()>,
-    _b: Option<()>,
-) -> DialOutcome {
+pub(crate) async fn dial(inner: &Arc<Inner>, dialstring: &str) -> DialOutcome {
     let (vars, endpoints) = split_dialstring(dialstring);
     let timeout = vars
         .iter()

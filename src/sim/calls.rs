@@ -41,6 +41,19 @@ pub(crate) const STATES: [&str; 13] = [
     "CS_DESTROY",
 ];
 
+/// FreeSWITCH's call states, in number order.
+pub(crate) const CALL_STATES: [&str; 9] = [
+    "DOWN",
+    "DIALING",
+    "RINGING",
+    "EARLY",
+    "ACTIVE",
+    "HELD",
+    "RING_WAIT",
+    "HANGUP",
+    "UNHELD",
+];
+
 /// The caller profile (`Caller-*` headers).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Profile {
@@ -90,6 +103,8 @@ pub struct Channel {
     /// The simulator was killed: the channel vanishes without a single event.
     crashed: AtomicBool,
     socket_notify: Notify,
+    /// Asks the outbound session to say goodbye and close (the call was transferred).
+    detach: Notify,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -113,6 +128,7 @@ impl Channel {
             socket_gone: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
             socket_notify: Notify::new(),
+            detach: Notify::new(),
         });
         lock_mutex(&inner.channels).insert(uuid, Arc::clone(&channel));
         inner.count_session();
@@ -148,6 +164,39 @@ impl Channel {
         *self.down.borrow()
     }
 
+    /// Changes the call state and emits CHANNEL_CALLSTATE, as FreeSWITCH does right after the
+    /// event that caused the change (which still shows the old state).
+    pub(crate) fn set_call_state(&self, inner: &Inner, new: &'static str) {
+        let old = {
+            let mut data = lock_mutex(&self.data);
+            std::mem::replace(&mut data.call_state, new)
+        };
+        if old == new {
+            return;
+        }
+        let number = CALL_STATES
+            .iter()
+            .position(|s| *s == new)
+            .unwrap_or(0)
+            .to_string();
+        let event = self.event(
+            inner,
+            "CHANNEL_CALLSTATE",
+            (
+                "switch_channel.c",
+                "switch_channel_perform_set_callstate",
+                301,
+            ),
+            false,
+            &[
+                ("Original-Channel-Call-State", old),
+                ("Channel-Call-State-Number", &number),
+            ],
+            &[],
+        );
+        inner.emit(event);
+    }
+
     /// Marks the channel as lost in a crash and wakes its task, which then ends silently.
     pub(crate) fn crash(&self) {
         self.crashed.store(true, Ordering::Relaxed);
@@ -159,6 +208,19 @@ impl Channel {
         self.crashed.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn detach_socket(&self) {
+        self.detach.notify_one();
+    }
+
+    pub(crate) async fn detached(&self) {
+        self.detach.notified().await;
+    }
+
+    /// A new outbound socket may attach after a transfer.
+    pub(crate) fn reset_socket(&self) {
+        self.socket_gone.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn socket_closed(&self) {
         self.socket_gone.store(true, Ordering::Relaxed);
         self.socket_notify.notify_waiters();
@@ -166,10 +228,10 @@ impl Channel {
     }
 
     pub(crate) async fn wait_socket_closed(&self) {
-        if self.socket_gone.load(Ordering::Relaxed) {
-            return;
+        // A stored wake-up from an earlier socket (before a transfer) must not count.
+        while !self.socket_gone.load(Ordering::Relaxed) {
+            self.socket_notify.notified().await;
         }
-        self.socket_notify.notified().await;
     }
 
     pub fn var(&self, name: &str) -> Option<String> {

@@ -127,6 +127,8 @@ pub(crate) struct Leg {
 pub(crate) enum Interrupt {
     CallerHangup,
     Kill(String),
+    /// The call went on elsewhere (a transfer) and has ended there.
+    Done,
 }
 
 async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallSummary {
@@ -135,7 +137,14 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
     } else {
         call.from.clone()
     };
-    let name = format!("sofia/external/{from}@127.0.0.1:5070");
+    let context = call.context.clone().unwrap_or_else(|| "public".to_owned());
+    // A device calling out comes in on the internal profile, a carrier's call on the external.
+    let internal = context != "public";
+    let name = if internal {
+        format!("sofia/internal/{from}@127.0.0.1")
+    } else {
+        format!("sofia/external/{from}@127.0.0.1:5070")
+    };
     let call_id = format!("{}@127.0.0.1", uuid::Uuid::new_v4().simple());
     let mut vars = vec![
         ("direction".to_owned(), "inbound".to_owned()),
@@ -149,7 +158,10 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         ("sip_network_ip".to_owned(), "127.0.0.1".to_owned()),
         ("sip_network_port".to_owned(), "5070".to_owned()),
         ("sip_from_display".to_owned(), call.caller_name.clone()),
-        ("sofia_profile_name".to_owned(), "external".to_owned()),
+        (
+            "sofia_profile_name".to_owned(),
+            if internal { "internal" } else { "external" }.to_owned(),
+        ),
         ("sip_req_user".to_owned(), call.to.clone()),
         ("sip_to_user".to_owned(), call.to.clone()),
         ("sip_to_host".to_owned(), "127.0.0.1".to_owned()),
@@ -157,11 +169,17 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
     if let Some(gateway) = &call.gateway {
         vars.push(("sip_gateway_name".to_owned(), gateway.clone()));
     }
+    if internal {
+        vars.push(("sip_authorized".to_owned(), "true".to_owned()));
+        vars.push(("sip_auth_username".to_owned(), from.clone()));
+        vars.push(("user_name".to_owned(), from.clone()));
+        vars.push(("user_context".to_owned(), context.clone()));
+    }
     let data = ChannelData {
         name,
         direction: "inbound",
         state: 1,
-        call_state: "RINGING",
+        call_state: "DOWN",
         answer_state: "ringing",
         profile: Profile {
             username: from.clone(),
@@ -174,7 +192,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
             cid_num: from,
             network_addr: "127.0.0.1".into(),
             destination: call.to.clone(),
-            context: "public".into(),
+            context,
             ..Profile::default()
         },
         created_us: now_us(),
@@ -208,6 +226,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         ("switch_core_state_machine.c", "switch_core_session_run", 1),
         &[],
     );
+    leg.channel.set_call_state(inner, "RINGING");
     leg.set_state(2);
     leg.run_dialplan().await;
     leg.summary
@@ -424,23 +443,43 @@ impl Leg {
         }
     }
 
-    async fn transfer(&mut self, destination: &str) {
-        let dest = destination
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_owned();
-        self.channel.with_data(|d| d.profile.destination = dest);
+    /// Transfers the call: `<exten> [dialplan] [context]`. The socket app ends, the
+    /// application's connection gets its goodbye, and the dialplan runs again for the new
+    /// destination (possibly opening a new outbound socket).
+    async fn transfer(&mut self, target: &str) {
+        let mut words = target.split_whitespace();
+        let destination = words.next().unwrap_or("").to_owned();
+        let context = words.nth(1).map(str::to_owned);
+        self.channel.with_data(|d| {
+            d.profile.destination = destination;
+            if let Some(context) = context {
+                d.profile.context = context;
+            }
+        });
         if let Some(socket_uuid) = self.socket_app_uuid.take() {
+            self.emit(
+                "CHANNEL_UNPARK",
+                ("switch_ivr.c", "switch_ivr_park", 1262),
+                &[],
+            );
+            // The socket app reports the channel's last application response, as FreeSWITCH's
+            // Application-Response is the current_application_response variable.
+            let response = self
+                .channel
+                .var("current_application_response")
+                .unwrap_or_else(|| "_none_".to_owned());
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 "socket",
                 "",
                 &socket_uuid,
-                Some("_none_"),
+                Some(&response),
             );
+            self.channel.detach_socket();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.channel.wait_socket_closed())
+                .await;
+            self.channel.reset_socket();
         }
-        self.channel.socket_closed();
         Box::pin(self.run_dialplan()).await;
     }
 
@@ -461,6 +500,20 @@ impl Leg {
             }
             "execute" => {
                 let app = frame.header("execute-app-name").unwrap_or("").to_owned();
+                if app == "transfer" {
+                    let arg = frame.header("execute-app-arg").unwrap_or("").to_owned();
+                    let app_uuid = frame.header("Event-UUID").unwrap_or("").to_owned();
+                    self.execute_event("CHANNEL_EXECUTE", &app, &arg, &app_uuid, None);
+                    self.execute_event(
+                        "CHANNEL_EXECUTE_COMPLETE",
+                        &app,
+                        &arg,
+                        &app_uuid,
+                        Some("_none_"),
+                    );
+                    self.transfer(&arg).await;
+                    return Err(Interrupt::Done);
+                }
                 let arg = match frame.header("execute-app-arg") {
                     Some(arg) => arg.to_owned(),
                     None => frame
@@ -665,7 +718,6 @@ impl Leg {
         self.channel.with_data(|d| {
             d.progress_media_us = now_us();
             d.answer_state = "early";
-            d.call_state = "EARLY";
         });
         self.emit(
             "CHANNEL_PROGRESS_MEDIA",
@@ -676,6 +728,7 @@ impl Leg {
             ),
             &[],
         );
+        self.channel.set_call_state(&self.inner, "EARLY");
     }
 
     fn answer(&mut self) {
@@ -686,7 +739,6 @@ impl Leg {
         self.channel.with_data(|d| {
             d.answered_us = now_us();
             d.answer_state = "answered";
-            d.call_state = "ACTIVE";
         });
         self.answered_at = Some(Instant::now());
         self.summary.answered = true;
@@ -699,6 +751,7 @@ impl Leg {
             ),
             &[],
         );
+        self.channel.set_call_state(&self.inner, "ACTIVE");
     }
 
     async fn playback(&mut self, arg: &str) -> Result<String, (Interrupt, String)> {
@@ -769,6 +822,8 @@ impl Leg {
         if let Some(limit) = limit {
             seconds = seconds.min(limit);
         }
+        // An hour of audio at most: a bad argument must not fill the disk.
+        seconds = seconds.min(3600.0);
         // The caller may hang up first: the recording holds what came before.
         let elapsed =
             self.started.elapsed().as_secs_f64() / self.inner.config().time_scale.max(1e-9);
@@ -882,6 +937,7 @@ impl Leg {
                 }
             }
             Interrupt::Kill(cause) => (cause, "send_bye"),
+            Interrupt::Done => return,
         };
         self.hangup(&cause, disposition, running).await;
     }
@@ -911,7 +967,6 @@ impl Leg {
             d.hangup_cause = Some(cause.to_owned());
             d.hangup_us = now_us();
             d.state = 10;
-            d.call_state = "HANGUP";
             d.answer_state = "hangup";
         });
         self.channel.set_var("hangup_cause", cause);
@@ -923,6 +978,8 @@ impl Leg {
             &[],
         );
         if let Some((app, arg, app_uuid, response)) = running {
+            self.channel
+                .set_var("current_application_response", response);
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 app,
@@ -943,15 +1000,22 @@ impl Leg {
                 ("switch_ivr.c", "switch_ivr_park", 1262),
                 &[],
             );
+            // The socket app reports the channel's last application response, as FreeSWITCH's
+            // Application-Response is the current_application_response variable.
+            let response = self
+                .channel
+                .var("current_application_response")
+                .unwrap_or_else(|| "_none_".to_owned());
             self.execute_event(
                 "CHANNEL_EXECUTE_COMPLETE",
                 "socket",
                 "",
                 &socket_uuid,
-                Some("_none_"),
+                Some(&response),
             );
         }
         self.set_state(10);
+        self.channel.set_call_state(&self.inner, "HANGUP");
         self.channel.with_data(|d| d.state = 11);
         self.set_state(11);
         let duration =
@@ -1176,7 +1240,7 @@ pub(crate) async fn originate(inner: &Arc<Inner>, args: &str) -> Result<String, 
     if dialstring.is_empty() {
         return Err("INVALID_NUMBER_FORMAT".into());
     }
-    let outcome = super::bridge::dial(inner, dialstring, None, None).await;
+    let outcome = super::bridge::dial(inner, dialstring).await;
     match outcome {
         super::bridge::DialOutcome::Answered(leg) => {
             let uuid = leg.channel.uuid().to_owned();
@@ -1208,6 +1272,24 @@ impl Leg {
 
     pub(crate) fn note_bridged(&mut self, device: String) {
         self.summary.bridged_to = Some(device);
+    }
+
+    /// CHANNEL_PROGRESS on the A leg, once, unless it already has media or is answered.
+    pub(crate) fn ringing(&mut self) {
+        let first = self.channel.with_data(|d| {
+            let first = d.progress_us == 0 && d.progress_media_us == 0 && d.answered_us == 0;
+            if first {
+                d.progress_us = now_us();
+            }
+            first
+        });
+        if first {
+            self.emit(
+                "CHANNEL_PROGRESS",
+                ("sofia.c", "sofia_handle_sip_i_state", 1),
+                &[],
+            );
+        }
     }
 
     pub(crate) fn answer_for_bridge(&mut self) {

@@ -283,6 +283,7 @@ impl Session {
                     }
                 }
                 _ = sleep_until_opt(linger_deadline), if linger_deadline.is_some() => break,
+                _ = detached(self.channel.clone()), if self.channel.is_some() => break,
             }
         }
         self.inner.remove_listener(id);
@@ -530,6 +531,13 @@ async fn wait_hangup(rx: &mut Option<watch::Receiver<bool>>) {
                 std::future::pending::<()>().await;
             }
         }
+        None => std::future::pending().await,
+    }
+}
+
+async fn detached(channel: Option<Arc<Channel>>) {
+    match channel {
+        Some(channel) => channel.detached().await,
         None => std::future::pending().await,
     }
 }

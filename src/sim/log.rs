@@ -155,6 +155,18 @@ impl Log {
             .collect()
     }
 
+    /// The arguments every completed run of dialplan app `app` had, in order (for assertions
+    /// like "patchbay bridged to these endpoints").
+    pub fn executed(&self, app: &str) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Executed { app: a, arg, .. } if a == app => Some(arg),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Waits until an entry satisfies `pred` and returns it; `None` after `timeout`.
     pub async fn wait_for(
         &self,

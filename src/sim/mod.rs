@@ -10,6 +10,25 @@
 //!
 //! Invariant: a misbehaving peer only ever loses its own connection; the simulator logs why and
 //! carries on with the others.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use patchbay::sim::{scenario::Call, Config, Sim};
+//!
+//! // Calls go to the application's outbound socket; time runs 100 times faster.
+//! let sim = Sim::start(Config {
+//!     static_socket: Some("127.0.0.1:8084".into()),
+//!     time_scale: 0.01,
+//!     ..Config::default()
+//! })
+//! .await?;
+//! println!("ESL on {}", sim.esl_addr());
+//! let call = sim.place_call(Call { from: "+41441234567".into(), to: "+33123456789".into(), ..Call::default() });
+//! let summary = call.finished().await?;
+//! println!("{} ended with {}; bridge args: {:?}", summary.uuid, summary.hangup_cause, sim.log().executed("bridge"));
+//! # Ok(())
+//! # }
+//! ```
 
 mod api;
 mod bridge;
@@ -403,8 +422,17 @@ impl Inner {
     }
 
     /// Scales a scenario delay by the configured time factor.
+    /// Never panics: an application may ask for `sleep 1e400`; NaN is no time, and anything
+    /// beyond a year is a year.
     pub(crate) fn scaled(&self, seconds: f64) -> Duration {
-        Duration::from_secs_f64((seconds * self.config.time_scale).max(0.0))
+        const YEAR: f64 = 365.0 * 86_400.0;
+        let scaled = seconds * self.config.time_scale;
+        let scaled = if scaled.is_nan() {
+            0.0
+        } else {
+            scaled.clamp(0.0, YEAR)
+        };
+        Duration::from_secs_f64(scaled)
     }
 
     pub(crate) fn up_time(&self) -> Duration {
@@ -462,8 +490,11 @@ impl Inner {
             });
         }
         let event = Arc::new(event);
-        let listeners = lock(&self.listeners).clone();
-        for listener in listeners {
+        // Everything below is non-blocking (try_send), so the list is walked under its lock
+        // instead of being copied for every event.
+        let mut closed = Vec::new();
+        let listeners = lock(&self.listeners);
+        for listener in listeners.iter() {
             if listener.killed.load(Ordering::Relaxed) || !lock(&listener.sub).wants(&event) {
                 continue;
             }
@@ -480,8 +511,12 @@ impl Inner {
                         });
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => self.remove_listener(listener.conn),
+                Err(mpsc::error::TrySendError::Closed(_)) => closed.push(listener.conn),
             }
+        }
+        drop(listeners);
+        for conn in closed {
+            self.remove_listener(conn);
         }
     }
 

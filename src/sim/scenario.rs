@@ -86,8 +86,12 @@ pub struct Call {
     pub from: String,
     #[serde(default)]
     pub caller_name: String,
-    /// The DID dialled.
+    /// The number dialled: a DID for calls from the PSTN.
     pub to: String,
+    /// Dialplan context: `public` (a call from a carrier, the default) or `default` (a
+    /// registered device calling out; `from` is then its extension).
+    #[serde(default)]
+    pub context: Option<String>,
     /// The gateway the call comes in on.
     #[serde(default)]
     pub gateway: Option<String>,

@@ -322,7 +322,7 @@ impl Subscription {
                 .subclass()
                 .is_some_and(|s| self.subclasses.contains(s))
         } else {
-            self.events.iter().any(|n| *n == name)
+            self.events.contains(name)
         };
         if !listed {
             return false;

@@ -417,3 +417,189 @@ async fn our_decoder_and_the_clients_agree_on_every_event() {
         }
     }
 }
+
+/// One message of an annotated outbound transcript.
+struct Block {
+    from_app: bool,
+    bytes: Vec<u8>,
+}
+
+/// Reads an outbound-socket-*.txt transcript: `##### <time> +<s> APP->FS|FS->APP <N> bytes (...)
+/// #####` lines, each followed by exactly N raw bytes (NOTE lines carry none).
+fn transcript(name: &str) -> Vec<Block> {
+    let data = read(name);
+    let mut blocks = Vec::new();
+    let mut pos = 0;
+    while let Some(start) = find(&data[pos..], b"\n##### ").map(|i| pos + i + 1) {
+        let line_end = start + find(&data[start..], b"\n").expect("marker line ends");
+        let line = String::from_utf8_lossy(&data[start..line_end]).into_owned();
+        pos = line_end + 1;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(direction), Some(count)) = (words.get(3), words.get(4)) else {
+            continue;
+        };
+        let from_app = match *direction {
+            "APP->FS" => true,
+            "FS->APP" => false,
+            _ => continue,
+        };
+        let Ok(count) = count.parse::<usize>() else {
+            continue;
+        };
+        blocks.push(Block {
+            from_app,
+            bytes: data[pos..pos + count].to_vec(),
+        });
+        pos += count;
+        // The next marker starts with the newline that ends the block.
+        pos -= 1;
+    }
+    blocks
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// What matters about a frame for comparing the simulator with FreeSWITCH's behaviour.
+fn shape(frame: &Frame) -> String {
+    let mask = |text: &str| {
+        let re = regex::Regex::new("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+            .unwrap();
+        re.replace_all(text, "<uuid>").into_owned()
+    };
+    match frame.content_type() {
+        Some("command/reply") if frame.header("Event-Name") == Some("CHANNEL_DATA") => {
+            "connect reply".into()
+        }
+        Some("command/reply") => {
+            format!("reply {}", mask(frame.header("Reply-Text").unwrap_or("")))
+        }
+        Some("api/response") => format!(
+            "api {}",
+            String::from_utf8_lossy(frame.body().unwrap_or_default())
+        ),
+        Some("text/disconnect-notice") => format!(
+            "notice {} {}",
+            frame.header("Content-Disposition").unwrap_or(""),
+            frame.header("Linger-Time").unwrap_or("")
+        ),
+        Some("text/event-plain" | "text/event-json") => {
+            let event = decode_event(frame);
+            let mut text = format!("{} {}", frame.content_type().unwrap_or(""), event.name());
+            if let Some(app) = event.get("Application") {
+                text.push_str(&format!(
+                    " {app} -> {}",
+                    event.get("Application-Response").unwrap_or("(running)")
+                ));
+            }
+            if event.name() == "DTMF" {
+                text.push_str(&format!(" {}", event.get("DTMF-Digit").unwrap_or("")));
+            }
+            text
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn outbound_sessions_replayed_against_the_simulator_answer_like_freeswitch() {
+    use patchbay::sim::scenario::Call;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cases = [
+        (
+            "outbound-socket-session.txt",
+            Call {
+                from: "sipp".into(),
+                to: "7777".into(),
+                dtmf: "1".into(),
+                ..Default::default()
+            },
+        ),
+        (
+            "outbound-socket-caller-hangup.txt",
+            Call {
+                from: "sipp".into(),
+                to: "7777".into(),
+                hangup_after: Some(10.0),
+                ..Default::default()
+            },
+        ),
+        (
+            "outbound-socket-default-context-json-exit.txt",
+            Call {
+                from: "1000".into(),
+                to: "7777".into(),
+                context: Some("default".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, call) in cases {
+        let blocks = transcript(name);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = patchbay::sim::Config {
+            static_socket: Some(listener.local_addr().unwrap().to_string()),
+            time_scale: 0.02,
+            heartbeat: Duration::from_secs(3600),
+            ..patchbay::sim::Config::default()
+        };
+        let sim = patchbay::sim::Sim::start(config).await.unwrap();
+        let handle = sim.place_call(call);
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        // The capture's channel uuid, replaced by the simulator's in what the app sends.
+        let captured_connect = Frame::parse(&blocks[1].bytes).unwrap().unwrap().0;
+        let captured_uuid =
+            frame::url_decode(captured_connect.header("Unique-ID").unwrap()).into_owned();
+        let mut buf = Vec::new();
+        let mut index = 0;
+        while index < blocks.len() {
+            let block = &blocks[index];
+            index += 1;
+            assert!(
+                block.from_app,
+                "{name}: transcript out of step at block {index}"
+            );
+            let text = String::from_utf8_lossy(&block.bytes).replace(&captured_uuid, &handle.uuid);
+            stream.write_all(text.as_bytes()).await.unwrap();
+            while index < blocks.len() && !blocks[index].from_app {
+                let expected = Frame::parse(&blocks[index].bytes).unwrap().unwrap().0;
+                index += 1;
+                let got = loop {
+                    if let Some((frame, used)) = Frame::parse(&buf).unwrap() {
+                        buf.drain(..used);
+                        break frame;
+                    }
+                    let mut chunk = [0u8; 65536];
+                    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("{name}: the simulator did not send `{}`", shape(&expected))
+                        })
+                        .unwrap();
+                    assert!(n > 0, "{name}: closed before `{}`", shape(&expected));
+                    buf.extend_from_slice(&chunk[..n]);
+                };
+                assert_eq!(
+                    shape(&got),
+                    shape(&expected).replace(&captured_uuid, &handle.uuid),
+                    "{name}: block {index}"
+                );
+            }
+        }
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok() && rest.is_empty() && buf.is_empty(),
+            "{name}: more after the last captured frame"
+        );
+        tokio::time::timeout(Duration::from_secs(5), handle.finished())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -780,7 +780,7 @@ async fn caller_hangup_during_playback_gives_playback_error_after_hangup() {
     let call = sim.place_call(patchbay::sim::scenario::Call {
         from: "100".into(),
         to: "200".into(),
-        hangup_after: Some(3.0),
+        hangup_after: Some(10.0),
         ..Default::default()
     });
     let (mut app, reply) = App::accept(&listener).await;
@@ -900,7 +900,7 @@ async fn bridge_sim(devices: Vec<Device>) -> (Sim, tokio::net::TcpListener) {
     (sim, listener)
 }
 
-async fn answered_call(
+async fn call_on_socket(
     sim: &Sim,
     listener: &tokio::net::TcpListener,
 ) -> (App, String, patchbay::sim::CallHandle) {
@@ -925,7 +925,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
     .await;
     let mut watcher = Client::authed(&sim).await;
     watcher.command("event plain ALL").await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     let events = app
         .execute(&uuid, "bridge", "user/1000@127.0.0.1,user/1001@127.0.0.1")
         .await;
@@ -934,6 +934,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         order,
         [
             "CHANNEL_EXECUTE",
+            "CHANNEL_PROGRESS",
             "CHANNEL_PROGRESS_MEDIA",
             "CHANNEL_ANSWER",
             "CHANNEL_BRIDGE",
@@ -942,7 +943,7 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         ],
         "only the A leg's events reach the outbound socket"
     );
-    let bridge = &events[3];
+    let bridge = &events[4];
     assert_eq!(bridge.header("Bridge-A-Unique-ID"), Some(uuid.as_str()));
     let b_uuid = bridge.header("Bridge-B-Unique-ID").unwrap().to_owned();
     assert_eq!(bridge.header("Other-Leg-Destination-Number"), Some("1000"));
@@ -993,6 +994,14 @@ async fn bridge_first_answer_wins_and_the_other_device_loses_the_race() {
         "{loser:?}"
     );
     let winner: Vec<&str> = per_leg[&b_uuid].iter().map(|(n, _)| n.as_str()).collect();
+    // As in bridge-two-devices.txt: PROGRESS then CALLSTATE RINGING, ANSWER then CALLSTATE.
+    let progress = winner
+        .iter()
+        .position(|n| *n == "CHANNEL_PROGRESS")
+        .unwrap();
+    assert_eq!(winner[progress + 1], "CHANNEL_CALLSTATE");
+    let answer = winner.iter().position(|n| *n == "CHANNEL_ANSWER").unwrap();
+    assert_eq!(winner[answer + 1], "CHANNEL_CALLSTATE");
     assert!(
         winner.contains(&"CHANNEL_ANSWER") && winner.contains(&"CHANNEL_DESTROY"),
         "{winner:?}"
@@ -1015,7 +1024,7 @@ async fn bridge_timeout_fails_with_no_answer_unless_continue_on_fail() {
         device("1001", Behaviour::NoAnswer, 1.0, None),
     ])
     .await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     app.execute(&uuid, "set", "call_timeout=3").await;
     app.execute(&uuid, "set", "continue_on_fail=NO_ANSWER,USER_BUSY")
         .await;
@@ -1043,7 +1052,7 @@ async fn bridge_to_busy_and_unregistered_devices_fails_with_their_cause() {
         device("1001", Behaviour::Unregistered, 1.0, None),
     ])
     .await;
-    let (mut app, uuid, call) = answered_call(&sim, &listener).await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
     app.client.command(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: user/1001,user/1000\nEvent-UUID: b1")).await;
     let summary = tokio::time::timeout(WAIT, call.finished())
         .await
@@ -1472,11 +1481,11 @@ async fn a_scenario_registers_its_devices_and_places_its_calls() {
 #[tokio::test]
 async fn events_wait_while_an_api_command_runs() {
     let (sim, _listener) =
-        bridge_sim(vec![device("1000", Behaviour::Answer, 2.0, Some(1.0))]).await;
+        bridge_sim(vec![device("1000", Behaviour::Answer, 10.0, Some(1.0))]).await;
     let mut client = Client::authed(&sim).await;
     client.command("event plain CUSTOM test::during").await;
     client.send("api originate user/1000 &park()\n\n").await;
-    // Emitted while the originate is still ringing (40 ms of scaled ringing).
+    // Emitted while the originate is still ringing (200 ms of scaled ringing).
     tokio::time::sleep(Duration::from_millis(10)).await;
     let mut during = sim.new_event("CUSTOM");
     during.set("Event-Subclass", "test::during");
@@ -1575,5 +1584,313 @@ async fn killing_the_simulator_drops_its_calls_and_a_restart_starts_clean() {
     assert_eq!(
         client.api("show channels as json").await,
         "{\"row_count\":0}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_calling_out_arrives_in_the_default_context_and_loops_repeat_an_app() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1000".into(),
+        to: "0041441234567".into(),
+        context: Some("default".into()),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    assert_eq!(
+        reply.header("Channel-Name"),
+        Some("sofia/internal/1000%40127.0.0.1")
+    );
+    assert_eq!(reply.header("Caller-Context"), Some("default"));
+    assert_eq!(
+        reply.header("variable_sofia_profile_name"),
+        Some("internal")
+    );
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.execute(&uuid, "answer", "").await;
+    // loops: 3 runs of a 1 s tone, one EXECUTE_COMPLETE per run, the last one ends the wait.
+    let event_uuid = "loop-1";
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: playback\nexecute-app-arg: tone_stream://%(1000,0,440)\nloops: 3\nEvent-UUID: {event_uuid}\n\n"))
+        .await;
+    let mut completions = 0;
+    while completions < 3 {
+        let frame = app.client.frame().await;
+        if frame.content_type() != Some("text/event-plain") {
+            continue;
+        }
+        let event = decode_plain(frame);
+        if event.header("Event-Name") == Some("CHANNEL_EXECUTE_COMPLETE") {
+            assert_eq!(event.header("Application-UUID"), Some(event_uuid));
+            completions += 1;
+            assert_eq!(
+                event.header("variable_current_loop"),
+                Some(completions.to_string().as_str())
+            );
+        }
+    }
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        summary
+            .apps
+            .iter()
+            .filter(|(app, _, _)| app == "playback")
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn uuid_transfer_ends_the_socket_and_runs_the_dialplan_again() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "+4144".into(),
+        to: "+33123".into(),
+        ..Default::default()
+    });
+    let (mut first, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    first.client.command("myevents").await;
+    first.execute(&uuid, "answer", "").await;
+    let mut admin = Client::authed(&sim).await;
+    assert_eq!(
+        admin
+            .api(&format!("uuid_transfer {uuid} 5000 XML default"))
+            .await,
+        "+OK\n"
+    );
+    let mut seen = Vec::new();
+    let goodbye = loop {
+        let frame = first.client.frame().await;
+        if frame.content_type() == Some("text/disconnect-notice") {
+            break frame;
+        }
+        seen.push(decode_plain(frame));
+    };
+    assert_eq!(names(&seen), ["CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE"]);
+    assert_eq!(seen[1].header("Application"), Some("socket"));
+    assert_eq!(goodbye.header("Content-Disposition"), Some("disconnect"));
+    assert!(first.client.closed().await);
+
+    let (mut second, reply) = App::accept(&listener).await;
+    assert_eq!(reply.header("Unique-ID"), Some(uuid.as_str()));
+    assert_eq!(reply.header("Caller-Destination-Number"), Some("5000"));
+    assert_eq!(reply.header("Caller-Context"), Some("default"));
+    second.client.command("myevents").await;
+    // The new socket controls the call as long as it stays: a hangup from it ends the call.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        admin.api(&format!("uuid_exists {uuid}")).await,
+        "true",
+        "the call died with the first socket"
+    );
+    second
+        .client
+        .send(&format!(
+            "sendmsg {uuid}\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING\n\n"
+        ))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    assert_eq!(summary.apps.len(), 1, "{:?}", summary.apps);
+}
+
+#[tokio::test]
+async fn record_stops_at_its_time_limit_and_expire_removes_a_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip_path = dir.path().join("long.wav");
+    // 16 kHz stereo: the simulator converts to 8 kHz mono.
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(&clip_path, spec).unwrap();
+    for i in 0..16_000 * 5 {
+        let sample = ((i as f64 * 0.05).sin() * 10_000.0) as i16;
+        writer.write_sample(sample).unwrap();
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let (sim, listener) = outbound_sim(|c| c.recordings_dir = Some(dir.path().to_path_buf())).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        audio: Some(clip_path),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    app.execute(&uuid, "answer", "").await;
+    let events = app.execute(&uuid, "record", "vm/limited.wav 2").await;
+    assert_eq!(
+        events.last().unwrap().header("variable_record_ms"),
+        Some("2000")
+    );
+    let reader = hound::WavReader::open(dir.path().join("vm/limited.wav")).unwrap();
+    assert_eq!(
+        (
+            reader.spec().sample_rate,
+            reader.spec().channels,
+            reader.duration()
+        ),
+        (8000, 1, 16_000)
+    );
+    let samples: Vec<i16> = reader.into_samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        samples.iter().any(|s| s.abs() > 5000),
+        "left channel lost in the conversion"
+    );
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut watcher = Client::authed(&sim).await;
+    watcher.command("event plain CUSTOM sofia::expire").await;
+    sim.register("1000", "x").await.unwrap();
+    assert!(sim.expire("1000"));
+    let expired = watcher.event().await;
+    assert_eq!(expired.header("user"), Some("1000"));
+    assert!(!sim.is_registered("1000"));
+    assert!(!sim.expire("1000"));
+}
+
+#[tokio::test]
+async fn a_leg_timeout_stops_one_device_before_another_answers() {
+    let (sim, listener) = bridge_sim(vec![
+        device("1000", Behaviour::NoAnswer, 1.0, None),
+        device("1001", Behaviour::Answer, 3.0, Some(1.0)),
+    ])
+    .await;
+    let (mut app, uuid, call) = call_on_socket(&sim, &listener).await;
+    let events = app
+        .execute(&uuid, "bridge", "[leg_timeout=1]user/1000,user/1001")
+        .await;
+    assert!(names(&events).contains(&"CHANNEL_BRIDGE".to_owned()));
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: hangup\n\n"))
+        .await;
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.bridged_to.as_deref(), Some("1001"));
+    assert_eq!(
+        sim.log().executed("bridge"),
+        ["[leg_timeout=1]user/1000,user/1001"]
+    );
+    let log = sim.log().entries();
+    assert!(
+        !log.iter()
+            .any(|e| matches!(e, Entry::DeviceLostRace { .. })),
+        "1000 had already stopped ringing"
+    );
+}
+
+#[tokio::test]
+async fn absurd_app_arguments_do_not_crash_the_simulator() {
+    let (sim, listener) = outbound_sim(|_| {}).await;
+    let call = sim.place_call(patchbay::sim::scenario::Call {
+        from: "1".into(),
+        to: "2".into(),
+        ..Default::default()
+    });
+    let (mut app, reply) = App::accept(&listener).await;
+    let uuid = frame::url_decode(reply.header("Unique-ID").unwrap()).into_owned();
+    app.client.command("myevents").await;
+    for (name, arg) in [
+        ("sleep", "NaN"),
+        ("sleep", "-5"),
+        ("playback", "silence_stream://x"),
+        ("record", "/dev/null/x.wav nan"),
+        ("set", "continue_on_fail=true"),
+        ("bridge", "{call_timeout=inf}user/9"),
+        ("set", "novalue"),
+    ] {
+        let events = app.execute(&uuid, name, arg).await;
+        assert_eq!(events.last().unwrap().header("Application"), Some(name));
+    }
+    // A sleep far beyond the test's patience is cut short by a hangup from the app.
+    app.client
+        .send(&format!("sendmsg {uuid}\ncall-command: execute\nexecute-app-name: sleep\nexecute-app-arg: 1e400\nEvent-UUID: long\n\n"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut admin = Client::authed(&sim).await;
+    assert_eq!(admin.api(&format!("uuid_kill {uuid}")).await, "+OK\n");
+    let summary = tokio::time::timeout(WAIT, call.finished())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+}
+
+/// Load check, run by hand in release:
+/// `cargo test --release --test it -- --ignored sim::simulator_event_throughput --nocapture`.
+/// The simulator replays the events of a captured call (plain) to one raw reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn simulator_event_throughput() {
+    const EVENTS: usize = 200_000;
+    let config = Config {
+        log_events: false,
+        event_queue_capacity: EVENTS + 10,
+        ..fast_config()
+    };
+    let sim = Sim::start(config).await.unwrap();
+    let captured = std::fs::read(super::captures::fixtures().join("esl-inbound-call.txt")).unwrap();
+    let mut templates = Vec::new();
+    let mut rest = &captured[..];
+    while let Some((frame, used)) = Frame::parse(rest).unwrap() {
+        rest = &rest[used..];
+        if frame.content_type() == Some("text/event-plain") {
+            let (event, _) = Frame::parse(frame.body().unwrap()).unwrap().unwrap();
+            let headers = event
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.clone(), frame::url_decode(v).into_owned()))
+                .collect();
+            templates.push(patchbay::sim::Event::from_parts(
+                headers,
+                event.body().map(<[u8]>::to_vec),
+            ));
+        }
+    }
+    let mut client = Client::authed(&sim).await;
+    client.command("event plain ALL").await;
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < EVENTS {
+            client.frame().await;
+            seen += 1;
+        }
+    });
+    let started = std::time::Instant::now();
+    for i in 0..EVENTS {
+        sim.emit(templates[i % templates.len()].clone());
+    }
+    reader.await.unwrap();
+    let elapsed = started.elapsed();
+    let bytes: usize = templates.iter().map(|t| t.headers().len()).sum::<usize>() / templates.len();
+    println!(
+        "{EVENTS} events ({} templates, ~{bytes} headers each) in {:.2} s: {:.0} events/s",
+        templates.len(),
+        elapsed.as_secs_f64(),
+        EVENTS as f64 / elapsed.as_secs_f64()
     );
 }
