@@ -38,12 +38,7 @@ const SUBSCRIBED: &[&str] = &[
 ];
 
 fn fixtures() -> PathBuf {
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/freeswitch");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("/work/shared/fixtures/freeswitch")
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/freeswitch")
 }
 
 /// One pass over the captures: every subscribed event frame, byte for byte.

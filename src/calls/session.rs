@@ -89,7 +89,11 @@ pub async fn handle(
         uuid: call.uuid.clone(),
         origin,
         peer_number: call.peer_number.clone(),
-        caller_id_name: call.caller_id_name.clone(),
+        // On a device's own call the caller ID name is the device's, not the other party's.
+        caller_id_name: match origin {
+            Origin::External => call.caller_id_name.clone(),
+            Origin::Internal => String::new(),
+        },
         contact: call.contact.clone(),
         did: call.did.clone(),
         language: decision
@@ -547,7 +551,14 @@ async fn outbound(
     } else {
         story = Story::begin(format!(
             "{from} called {}",
-            who(call.peer_name(), &call.peer_number)
+            who(
+                // On a device's call the caller ID name is the device's own: the other
+                // party is known only through the address book.
+                call.contact
+                    .as_ref()
+                    .map_or("", |contact| contact.name.as_str()),
+                &call.peer_number
+            )
         ));
         let Some(number) = normalize(destination, settings.default_region) else {
             story.step("not a number that can be called");

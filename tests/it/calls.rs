@@ -215,8 +215,7 @@ fn call_from(number: &str, name: &str, hangup_after: Option<f64>) -> Call {
         gateway: Some("did1".to_owned()),
         at: 0.0,
         hangup_after,
-        dtmf: String::new(),
-        audio: None,
+        ..Call::default()
     }
 }
 
@@ -350,5 +349,40 @@ async fn a_caller_who_hangs_up_while_it_rings_is_a_missed_call() {
         .await;
     let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
     assert!(event.contains("SUMMARY:Missed call from +49"), "{event}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_calls_out_through_the_did_of_the_destination_country_with_its_caller_id() {
+    let running = Running::start(SCENARIO, 10).await;
+    let call = Call {
+        from: "1000".to_owned(),
+        to: "0612345678".to_owned(),
+        context: Some("default".to_owned()),
+        hangup_after: Some(3.0),
+        ..Call::default()
+    };
+    let summary = running.sim.place_call(call).finished().await.unwrap();
+    let bridge = summary
+        .apps
+        .iter()
+        .find(|(app, _, _)| app == "bridge")
+        .expect("a bridge was sent");
+    assert!(
+        bridge.1.contains("sofia/gateway/did1/+33612345678"),
+        "through the French DID: {bridge:?}"
+    );
+    assert!(
+        bridge
+            .1
+            .contains("origination_caller_id_number=+33123456789"),
+        "the DID's number as caller ID: {bridge:?}"
+    );
+    running
+        .wait_until("the outgoing call's journal line", || {
+            running
+                .journal_has("extension 1000 called +33 6 12 34 56 78; through your French number")
+        })
+        .await;
     running.stop().await;
 }

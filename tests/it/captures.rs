@@ -24,23 +24,10 @@ use freeswitch_esl_tokio::EslClient;
 use patchbay::freeswitch::esl::frame::{self, Frame};
 use patchbay::sim::{Event, Format};
 
-/// Where the FreeSWITCH 1.10.12 captures live: `PATCHBAY_FIXTURES`, a copy vendored in
-/// tests/fixtures/freeswitch, or the shared folder next to the worktrees.
+/// The FreeSWITCH 1.10.12 captures, vendored in tests/fixtures/freeswitch (a copy of the
+/// project's shared captures, byte for byte).
 pub fn fixtures() -> std::path::PathBuf {
-    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var_os("PATCHBAY_FIXTURES").map(std::path::PathBuf::from),
-        Some(manifest.join("tests/fixtures/freeswitch")),
-        Some(manifest.join("../../shared/fixtures/freeswitch")),
-        Some(std::path::PathBuf::from("/work/shared/fixtures/freeswitch")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|dir| dir.join("README.txt").is_file())
-        .unwrap_or_else(|| {
-            panic!("FreeSWITCH captures not found: set PATCHBAY_FIXTURES to their folder")
-        })
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/freeswitch")
 }
 
 /// The byte-exact raw streams from FreeSWITCH (the annotated .txt files of set 2 are covered by

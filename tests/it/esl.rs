@@ -17,17 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/freeswitch")
-        .join(name)
+    super::captures::fixtures().join(name)
 }
 
-/// The fixtures live next to the worktrees; fall back to the absolute path for other layouts.
 pub fn read_fixture(name: &str) -> Vec<u8> {
-    let local = fixture(name);
-    std::fs::read(&local)
-        .or_else(|_| std::fs::read(PathBuf::from("/work/shared/fixtures/freeswitch").join(name)))
-        .unwrap_or_else(|error| panic!("{}: {error}", local.display()))
+    let path = fixture(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
