@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::calls::flow::VoicemailSettings;
 use crate::calls::link::LinkWatcher;
-use crate::calls::outage::Outages;
-use crate::calls::registry::Registry;
+use crate::calls::outage::{Incident, Outages};
+use crate::calls::registry::{Registry, Status};
 use crate::calls::session::{self, Clock, Context, Incoming};
 use crate::calls::CallControl;
 use crate::contacts::number::normalize;
@@ -73,6 +74,55 @@ pub fn rule_settings(settings: &Settings) -> RuleSettings {
             })
             .collect(),
         voicemail_delay: Some(settings.voicemail_delay),
+    }
+}
+
+/// What `patchbay status` reads: the live picture, written next to the journal every second.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusFile {
+    pub updated: DateTime<Utc>,
+    pub status: Status,
+    pub incidents: Vec<Incident>,
+}
+
+impl StatusFile {
+    /// Where the daemon with these settings writes its status.
+    pub fn path(settings: &Settings) -> PathBuf {
+        settings.journal.with_file_name("status.json")
+    }
+}
+
+/// How often the status file is rewritten.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rewrites the status file until stopped; written to a temporary name and renamed, so a
+/// reader never sees half a file.
+async fn write_status(path: PathBuf, handles: Handles) {
+    let temporary = path.with_extension("json.tmp");
+    let mut reported = false;
+    loop {
+        let file = StatusFile {
+            updated: Utc::now(),
+            status: handles.registry.status(),
+            incidents: handles
+                .outages
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .open(),
+        };
+        let written = serde_json::to_vec_pretty(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&temporary, bytes))
+            .and_then(|()| std::fs::rename(&temporary, &path));
+        match written {
+            Ok(()) => reported = false,
+            Err(error) if !reported => {
+                reported = true;
+                tracing::warn!("{}: cannot write the status file: {error}", path.display());
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(STATUS_INTERVAL).await;
     }
 }
 
@@ -295,6 +345,7 @@ impl Daemon {
                 }
             })
         };
+        let status_task = tokio::spawn(write_status(StatusFile::path(&settings), handles.clone()));
         let spool = handles.spool.clone();
         let spool_stop = shutdown();
         let spool_task = tokio::spawn(async move { spool.run(spool_stop).await });
@@ -307,6 +358,7 @@ impl Daemon {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, spool_task).await;
         link_task.abort();
         overrides_task.abort();
+        status_task.abort();
         let xml_result = tokio::time::timeout(DRAIN_TIMEOUT, xml_task).await;
         drop(watcher);
         journal.write("patchbay stopped");

@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Origin;
 
 /// How a gateway's registration state reads for the person.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Up,
@@ -23,7 +23,7 @@ pub enum Health {
     Transient,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
     pub extension: String,
     pub contact: String,
@@ -32,7 +32,7 @@ pub struct Device {
     pub expires_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gateway {
     pub name: String,
     /// The sofia state as FreeSWITCH names it (REGED, FAIL_WAIT, ...).
@@ -42,7 +42,7 @@ pub struct Gateway {
     pub since: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveCall {
     pub uuid: String,
     pub origin: Origin,
@@ -53,7 +53,7 @@ pub struct ActiveCall {
 }
 
 /// What `patchbay status` prints.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Status {
     pub devices: Vec<Device>,
     pub gateways: Vec<Gateway>,

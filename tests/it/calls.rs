@@ -84,6 +84,8 @@ fn settings(dir: &Path, voicemail_delay: u32) -> Settings {
         }}"#,
         dir = dir.display()
     );
+    // On disk too, for `patchbay status --settings`.
+    std::fs::write(dir.join("settings.json"), &text).unwrap();
     Settings::parse(&text, &dir.join("settings.json")).unwrap()
 }
 
@@ -268,6 +270,20 @@ async fn a_contact_calls_both_phones_ring_the_desk_answers() {
         .await;
     let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
     assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
+    // `patchbay status`, as the person runs it, sees the phones and the number.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["status", "--settings"])
+        .arg(running.dir.join("settings.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("Devices registered: 2"), "{text}");
+    assert!(text.contains("did1") && text.contains(" up "), "{text}");
     running.stop().await;
 }
 
