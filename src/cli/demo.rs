@@ -198,6 +198,19 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         .await
         .context("patchbay did not connect to the simulator")?;
     sim.run_scenario();
+    // Phones refresh their registration now and then; refresh the demo's until patchbay has
+    // seen them, so a REGISTER that raced the event subscription costs nothing.
+    let registered = tokio::time::Instant::now() + Duration::from_secs(20);
+    while handles.registry.device_count() < 2 && tokio::time::Instant::now() < registered {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if handles.registry.device_count() < 2 {
+            for extension in ["1000", "1001"] {
+                let _ = sim
+                    .register(extension, &format!("demo-device-{extension}"))
+                    .await;
+            }
+        }
+    }
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {

@@ -157,11 +157,20 @@ impl Running {
             stop: Some(stop),
             daemon,
         };
-        running
-            .wait_until("both devices registered", || {
-                running.handles.registry.device_count() == 2
-            })
-            .await;
+        // Phones refresh their registration; do it here until patchbay has seen both, so a
+        // REGISTER that raced the event subscription under load does not fail the test.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while running.handles.registry.device_count() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for both devices; journal: {:#?}",
+                running.handles.journal.recent()
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for (extension, password) in [("1000", "pw1000"), ("1001", "pw1001")] {
+                let _ = running.sim.register(extension, password).await;
+            }
+        }
         running
             .wait_until("gateway up", || {
                 !running.handles.registry.gateways_up().is_empty()
