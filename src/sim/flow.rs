@@ -374,6 +374,7 @@ impl Leg {
         self.inner.log().push(Entry::Connected {
             conn: conn_id,
             kind: ConnKind::Outbound,
+            connected_at: std::time::Instant::now(),
         });
         let conn = Conn::new(stream, Arc::clone(&self.inner), conn_id);
         let (listener, rx) = self.inner.add_listener(conn_id);
@@ -1091,6 +1092,7 @@ async fn serve_outbound(
                 line: "connect".into(),
                 headers: Vec::new(),
                 body: None,
+                received_at: std::time::Instant::now(),
             });
             let data = channel.connect_data(&inner);
             let reply = Frame::connect_reply(

@@ -64,6 +64,7 @@ async fn serve_inbound(inner: Arc<Inner>, stream: TcpStream, mut stop: watch::Re
     inner.log().push(Entry::Connected {
         conn: id,
         kind: ConnKind::Inbound,
+        connected_at: std::time::Instant::now(),
     });
     let mut conn = Conn::new(stream, Arc::clone(&inner), id);
     if conn.write(&Frame::auth_request().to_wire()).await.is_err() {
@@ -167,6 +168,7 @@ fn log_command(inner: &Inner, conn: u64, frame: &Frame) {
         line,
         headers: frame.headers().to_vec(),
         body: frame.body().map(<[u8]>::to_vec),
+        received_at: std::time::Instant::now(),
     });
 }
 

@@ -2,7 +2,7 @@
 //! device saw, for tests to assert on ("patchbay sent bridge with these endpoints").
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -18,9 +18,13 @@ pub enum ConnKind {
 /// One thing that happened inside the simulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
+    /// A connection was established (for an outbound socket: the simulator's connect to the
+    /// application returned).
     Connected {
         conn: u64,
         kind: ConnKind,
+        /// When the connection was established, for latency measurements (benches).
+        connected_at: Instant,
     },
     /// A command as received: its first line, its headers and its body.
     Command {
@@ -28,6 +32,8 @@ pub enum Entry {
         line: String,
         headers: Vec<(String, String)>,
         body: Option<Vec<u8>>,
+        /// When the whole command had been read, for latency measurements (benches).
+        received_at: Instant,
     },
     /// A connection was dropped because of what the peer sent.
     ConnectionError {
@@ -200,7 +206,9 @@ impl Log {
 impl std::fmt::Display for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Entry::Connected { conn, kind } => write!(f, "connection {conn}: {kind:?} connected"),
+            Entry::Connected { conn, kind, .. } => {
+                write!(f, "connection {conn}: {kind:?} connected")
+            }
             Entry::Command { conn, line, .. } => write!(f, "connection {conn}: received {line:?}"),
             Entry::ConnectionError { conn, error } => {
                 write!(f, "connection {conn}: dropped: {error}")

@@ -3,91 +3,9 @@
 //! real TCP and HTTP on loopback; the assertions are on what a person would notice: which
 //! phones rang, what was recorded, the journal line, the mail and the calendar entry.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use patchbay::sim::{self, scenario::Call};
 
-use patchbay::daemon::{Daemon, Handles};
-use patchbay::settings::{Secret, Settings};
-use patchbay::sim::scenario::{Call, Scenario};
-use patchbay::sim::{self, Sim};
-use tokio::sync::oneshot;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Makes a phone repo with one commit: a contact, a greeting, a rule file of the person's.
-fn phone_repo(dir: &Path) -> PathBuf {
-    let repo = dir.join("phone");
-    std::fs::create_dir_all(repo.join("contacts")).unwrap();
-    std::fs::create_dir_all(repo.join("greetings")).unwrap();
-    std::fs::create_dir_all(repo.join("rules")).unwrap();
-    std::fs::write(
-        repo.join("contacts/marie.vcf"),
-        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:marie\r\nFN:Marie Dubois\r\nTEL;TYPE=cell:+41 44 123 45 67\r\nLANG:fr\r\nEND:VCARD\r\n",
-    )
-    .unwrap();
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut wav = hound::WavWriter::create(repo.join("greetings/wave.wav"), spec).unwrap();
-    for i in 0..8000 {
-        wav.write_sample(((i as f32 * 0.05).sin() * 3000.0) as i16)
-            .unwrap();
-    }
-    wav.finalize().unwrap();
-    std::fs::write(repo.join("rules/50-mine.rhai"), "// my rules\n").unwrap();
-    let git = |args: &[&str]| {
-        let status = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_AUTHOR_NAME", "Test")
-            .env("GIT_AUTHOR_EMAIL", "test@example.com")
-            .env("GIT_COMMITTER_NAME", "Test")
-            .env("GIT_COMMITTER_EMAIL", "test@example.com")
-            .status()
-            .unwrap();
-        assert!(status.success(), "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "my phone"]);
-    repo
-}
-
-fn settings(dir: &Path, voicemail_delay: u32) -> Settings {
-    let text = format!(
-        r#"{{
-            "device_count": 2,
-            "device_password": "pw",
-            "voicemail_delay": {voicemail_delay},
-            "caller_id": {{ "EN": "John Doe", "FR": "Jean Untel" }},
-            "dids": [{{ "gateway_name": "did1", "pstn_number": "+33123456789", "username": "u",
-                        "password": "carrier-secret", "proxy": "sip.example.net", "realm": "example.net",
-                        "domain": "example.net", "country": "FR" }}],
-            "timezone": "Europe/Paris",
-            "default_region": "FR",
-            "recordings_dir": "{dir}/recordings",
-            "greetings_dir": "{dir}/greetings",
-            "journal": "{dir}/journal.log",
-            "freeswitch": {{
-                "esl": {{ "host": "127.0.0.1", "port": 1, "password": "ClueCon" }},
-                "xml": {{ "listen": "127.0.0.1:0" }},
-                "outbound": {{ "listen": "127.0.0.1:0" }},
-                "sip_domain": "127.0.0.1"
-            }},
-            "repo": {{ "path": "{dir}/phone", "branch": "main", "poll_interval_ms": 100 }},
-            "email": {{ "maildir": "{dir}/mail" }},
-            "calendar": {{ "vdir": "{dir}/calendar" }},
-            "spool": {{ "path": "{dir}/spool", "retry_initial_ms": 100 }}
-        }}"#,
-        dir = dir.display()
-    );
-    // On disk too, for `patchbay status --settings`.
-    std::fs::write(dir.join("settings.json"), &text).unwrap();
-    Settings::parse(&text, &dir.join("settings.json")).unwrap()
-}
+use crate::running::{call_from, Running};
 
 const SCENARIO: &str = r#"
 [[device]]
@@ -107,128 +25,6 @@ name = "did1"
 registrar = "ok"
 proxy = "sip.example.net:5060"
 "#;
-
-struct Running {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    sim: Sim,
-    handles: Handles,
-    stop: Option<oneshot::Sender<()>>,
-    daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn start(scenario: &str, voicemail_delay: u32) -> Running {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_owned();
-        phone_repo(&dir);
-        let mut daemon = Daemon::bind(settings(&dir, voicemail_delay), None)
-            .await
-            .unwrap();
-        let config = sim::Config {
-            xml_url: Some(format!("http://{}/freeswitch/xml", daemon.xml_address())),
-            time_scale: 1.0,
-            heartbeat: Duration::from_secs(1),
-            recordings_dir: Some(dir.join("recordings")),
-            password: Secret::new("ClueCon"),
-            ..sim::Config::default()
-        };
-        let sim = Sim::start_with(config, Scenario::parse(scenario, "test").unwrap())
-            .await
-            .unwrap();
-        daemon.set_esl(sim.esl_addr());
-        let handles = daemon.handles().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let daemon = tokio::spawn(daemon.run(async {
-            let _ = stopped.await;
-        }));
-        // Real phones register whenever they like and FreeSWITCH keeps the registrations;
-        // the simulator forgets them, so the link must be listening before they arrive.
-        sim.log()
-            .wait_for(WAIT, |e| matches!(e, sim::log::Entry::Command { line, .. } if line.starts_with("event json")))
-            .await
-            .expect("patchbay subscribed to events");
-        sim.run_scenario();
-        let running = Running {
-            _dir: tmp,
-            dir,
-            sim,
-            handles,
-            stop: Some(stop),
-            daemon,
-        };
-        // Phones refresh their registration; do it here until patchbay has seen both, so a
-        // REGISTER that raced the event subscription under load does not fail the test.
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while running.handles.registry.device_count() < 2 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for both devices; journal: {:#?}",
-                running.handles.journal.recent()
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            for (extension, password) in [("1000", "pw1000"), ("1001", "pw1001")] {
-                let _ = running.sim.register(extension, password).await;
-            }
-        }
-        running
-            .wait_until("gateway up", || {
-                !running.handles.registry.gateways_up().is_empty()
-            })
-            .await;
-        running
-    }
-
-    async fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !done() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; journal: {:#?}",
-                self.handles.journal.recent()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn journal_has(&self, needle: &str) -> bool {
-        self.handles
-            .journal
-            .recent()
-            .iter()
-            .any(|line| line.contains(needle))
-    }
-
-    fn files(&self, folder: &str) -> Vec<PathBuf> {
-        std::fs::read_dir(self.dir.join(folder))
-            .map(|entries| {
-                entries
-                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.daemon).await;
-        self.sim.stop();
-    }
-}
-
-fn call_from(number: &str, name: &str, hangup_after: Option<f64>) -> Call {
-    Call {
-        from: number.to_owned(),
-        caller_name: name.to_owned(),
-        to: "+33123456789".to_owned(),
-        gateway: Some("did1".to_owned()),
-        at: 0.0,
-        hangup_after,
-        ..Call::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_contact_calls_both_phones_ring_the_desk_answers() {
@@ -302,7 +98,7 @@ async fn nobody_answers_then_voicemail_is_recorded_mailed_and_logged() {
     let running = Running::start(&scenario, 1).await;
     let summary = running
         .sim
-        .place_call(call_from("+4915112345678", "", Some(6.0)))
+        .place_call(call_from("+4915112345678", "", Some(8.0)))
         .finished()
         .await
         .unwrap();
@@ -377,6 +173,33 @@ async fn a_caller_who_hangs_up_while_it_rings_is_a_missed_call() {
     running.stop().await;
 }
 
+/// The caller gives up the moment FreeSWITCH hands the call to patchbay, before patchbay
+/// has set up its socket (`myevents`, `linger`): still a missed call, with its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_who_hangs_up_as_the_call_reaches_patchbay_is_still_a_missed_call() {
+    let running = Running::start(SCENARIO, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(0.0)))
+        .finished()
+        .await
+        .unwrap();
+    assert!(!summary.answered);
+    running
+        .wait_until("the missed call's journal line", || {
+            running.journal_has("+49 1511 2345678 called your French number")
+        })
+        .await;
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
+    assert!(event.contains("SUMMARY:Missed call from +49"), "{event}");
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_calls_out_through_the_did_of_the_destination_country_with_its_caller_id() {
     let running = Running::start(SCENARIO, 10).await;
@@ -409,5 +232,145 @@ async fn a_device_calls_out_through_the_did_of_the_destination_country_with_its_
                 .journal_has("extension 1000 called +33 6 12 34 56 78; through your French number")
         })
         .await;
+    running.stop().await;
+}
+
+/// The person's rules for the load test: the caller ID name says how the call should go.
+/// "busy" is switched off: one person cannot take 200 calls at once, and with it every call
+/// after the first answered one would go straight to voicemail.
+const LOAD_RULES: &str = r#"
+remove_rule("busy_when_on_a_call");
+rule(#{
+    id: "load_to_voicemail",
+    rule_any: #{ caller_id_name: ["^Voicemail ", "^Missed "] },
+    properties: #{ bridge_to: ["1001"] },
+});
+"#;
+
+const LOAD_SCENARIO: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 0.3
+hangup_after = 0.5
+
+[[device]]
+extension = "1001"
+password = "pw1001"
+behaviour = "no_answer"
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+/// How a load-test call should end, and how its calendar entry is titled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expected {
+    /// Both phones ring, the desk answers after 0.3 s and hangs up 0.5 s later.
+    Answered,
+    /// Only the phone that never answers rings; after 1 s voicemail records 5 s of silence.
+    Voicemail,
+    /// Only the phone that never answers rings; the caller gives up after 0.5 s.
+    Missed,
+}
+
+impl Expected {
+    fn summary(self) -> &'static str {
+        match self {
+            Expected::Answered => "SUMMARY:Call with",
+            Expected::Voicemail => "SUMMARY:Voicemail from",
+            Expected::Missed => "SUMMARY:Missed call from",
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_calls_each_end_with_exactly_one_record() {
+    const CALLS: usize = 200;
+    let running = Running::start_with_rules(LOAD_SCENARIO, 1, LOAD_RULES).await;
+    let mut calls = Vec::with_capacity(CALLS);
+    for index in 0..CALLS {
+        let (expected, name, hangup_after) = match index % 3 {
+            0 => (Expected::Answered, "Answers", None),
+            1 => (Expected::Voicemail, "Voicemail", None),
+            _ => (Expected::Missed, "Missed", Some(0.5)),
+        };
+        // Zero-padded: no caller's name is the start of another's.
+        let name = format!("{name} {index:03}");
+        let number = format!("+4930123{index:04}");
+        let handle = running
+            .sim
+            .place_call(call_from(&number, &name, hangup_after));
+        calls.push((expected, name, handle));
+        // 200 calls in two seconds.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let mut placed = Vec::with_capacity(CALLS);
+    for (expected, name, handle) in calls {
+        let summary = tokio::time::timeout(std::time::Duration::from_secs(60), handle.finished())
+            .await
+            .unwrap_or_else(|_| panic!("{name}'s call never ended"))
+            .unwrap();
+        match expected {
+            Expected::Answered => assert!(summary.answered, "{name}: {summary:?}"),
+            Expected::Voicemail => {
+                assert_eq!(summary.recordings.len(), 1, "{name}: {summary:?}")
+            }
+            Expected::Missed => assert!(
+                !summary.answered && summary.recordings.is_empty(),
+                "{name}: {summary:?}"
+            ),
+        }
+        placed.push((expected, name, summary));
+    }
+
+    running
+        .wait_until("every call's session to finish", || {
+            running.handles.registry.status().calls.is_empty()
+        })
+        .await;
+    running
+        .wait_until("the spool to drain", || {
+            running
+                .handles
+                .spool
+                .pending()
+                .is_ok_and(|jobs| jobs.is_empty())
+        })
+        .await;
+    assert_eq!(running.handles.spool.dead().unwrap(), Vec::<String>::new());
+
+    let journal = std::fs::read_to_string(running.dir.join("journal.log")).unwrap();
+    let mut calendar: Vec<String> = running
+        .files("calendar")
+        .iter()
+        .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+        .filter(|name| name.ends_with(".ics"))
+        .collect();
+    calendar.sort();
+    let mut expected_calendar = Vec::with_capacity(CALLS);
+    for (expected, name, summary) in &placed {
+        let caller = format!("{name} (");
+        let lines: Vec<&str> = journal
+            .lines()
+            .filter(|line| line.contains(&caller))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{name}: one journal line: {lines:#?}; the call: {summary:?}"
+        );
+        let file = format!("patchbay-call-{}.ics", summary.uuid);
+        let event = std::fs::read_to_string(running.dir.join("calendar").join(&file))
+            .unwrap_or_else(|error| panic!("{name}: calendar entry {file}: {error}"));
+        assert!(event.contains(expected.summary()), "{name}: {event}");
+        expected_calendar.push(file);
+    }
+    expected_calendar.sort();
+    assert_eq!(calendar, expected_calendar, "one calendar entry per call");
     running.stop().await;
 }

@@ -4,6 +4,7 @@ mod captures;
 mod esl;
 mod repo;
 mod rules;
+mod running;
 mod sim;
 mod spool;
 mod xml;

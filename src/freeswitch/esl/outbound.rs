@@ -240,11 +240,20 @@ where
     });
     let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&call)));
 
-    call.expect_ok(Command::MyEvents { format: None }).await?;
-    call.expect_ok(Command::Linger {
-        seconds: config.linger_secs,
-    })
-    .await?;
+    // A caller who hangs up right now makes FreeSWITCH refuse these or close the socket. The
+    // call still happened: the flow runs anyway, finds it gone and records a missed call.
+    let setup = [
+        Command::MyEvents { format: None },
+        Command::Linger {
+            seconds: config.linger_secs,
+        },
+    ];
+    for command in setup {
+        if let Err(error) = call.expect_ok(command).await {
+            tracing::debug!(uuid = %channel.uuid, "{error}");
+            break;
+        }
+    }
 
     // The flow runs as its own task so that a bug in it (a panic) ends this call cleanly
     // below instead of leaving the caller parked with nobody in control.
