@@ -98,7 +98,7 @@ async fn nobody_answers_then_voicemail_is_recorded_mailed_and_logged() {
     let running = Running::start(&scenario, 1).await;
     let summary = running
         .sim
-        .place_call(call_from("+4915112345678", "", Some(8.0)))
+        .place_call(call_from("+4915112345678", "", Some(20.0)))
         .finished()
         .await
         .unwrap();
@@ -126,7 +126,7 @@ async fn nobody_answers_then_voicemail_is_recorded_mailed_and_logged() {
     );
     running
         .wait_until("the voicemail's journal line", || {
-            running.journal_has("voicemail 0:0")
+            running.journal_has("; voicemail 0:")
         })
         .await;
     running
