@@ -447,6 +447,33 @@ impl Leg {
     /// Transfers the call: `<exten> [dialplan] [context]`. The socket app ends, the
     /// application's connection gets its goodbye, and the dialplan runs again for the new
     /// destination (possibly opening a new outbound socket).
+    /// The dialplan's `socket` app ends (hangup or transfer): UNPARK, then its
+    /// EXECUTE_COMPLETE. Returns false when no socket app was running.
+    fn end_socket_app(&mut self) -> bool {
+        let Some(socket_uuid) = self.socket_app_uuid.take() else {
+            return false;
+        };
+        self.emit(
+            "CHANNEL_UNPARK",
+            ("switch_ivr.c", "switch_ivr_park", 1262),
+            &[],
+        );
+        // The socket app reports the channel's last application response, as FreeSWITCH's
+        // Application-Response is the current_application_response variable.
+        let response = self
+            .channel
+            .var("current_application_response")
+            .unwrap_or_else(|| "_none_".to_owned());
+        self.execute_event(
+            "CHANNEL_EXECUTE_COMPLETE",
+            "socket",
+            "",
+            &socket_uuid,
+            Some(&response),
+        );
+        true
+    }
+
     async fn transfer(&mut self, target: &str) {
         let mut words = target.split_whitespace();
         let destination = words.next().unwrap_or("").to_owned();
@@ -457,25 +484,7 @@ impl Leg {
                 d.profile.context = context;
             }
         });
-        if let Some(socket_uuid) = self.socket_app_uuid.take() {
-            self.emit(
-                "CHANNEL_UNPARK",
-                ("switch_ivr.c", "switch_ivr_park", 1262),
-                &[],
-            );
-            // The socket app reports the channel's last application response, as FreeSWITCH's
-            // Application-Response is the current_application_response variable.
-            let response = self
-                .channel
-                .var("current_application_response")
-                .unwrap_or_else(|| "_none_".to_owned());
-            self.execute_event(
-                "CHANNEL_EXECUTE_COMPLETE",
-                "socket",
-                "",
-                &socket_uuid,
-                Some(&response),
-            );
+        if self.end_socket_app() {
             self.channel.detach_socket();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.channel.wait_socket_closed())
                 .await;
@@ -995,26 +1004,7 @@ impl Leg {
                 response: response.to_owned(),
             });
         }
-        if let Some(socket_uuid) = self.socket_app_uuid.take() {
-            self.emit(
-                "CHANNEL_UNPARK",
-                ("switch_ivr.c", "switch_ivr_park", 1262),
-                &[],
-            );
-            // The socket app reports the channel's last application response, as FreeSWITCH's
-            // Application-Response is the current_application_response variable.
-            let response = self
-                .channel
-                .var("current_application_response")
-                .unwrap_or_else(|| "_none_".to_owned());
-            self.execute_event(
-                "CHANNEL_EXECUTE_COMPLETE",
-                "socket",
-                "",
-                &socket_uuid,
-                Some(&response),
-            );
-        }
+        self.end_socket_app();
         self.set_state(10);
         self.channel.set_call_state(&self.inner, "HANGUP");
         self.channel.with_data(|d| d.state = 11);
