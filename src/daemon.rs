@@ -286,6 +286,7 @@ impl Daemon {
             spool: Some(handles.spool.clone()),
             voicemail: VoicemailSettings::default(),
             clock: Arc::clone(&clock),
+            handoffs: Default::default(),
         });
         let calls_task = tokio::spawn(outbound::serve(
             outbound_listener,
@@ -302,6 +303,7 @@ impl Daemon {
                             .context
                             .clone()
                             .unwrap_or_else(|| "public".to_owned()),
+                        transfer_source: channel.variable("transfer_source").map(str::to_owned),
                     };
                     let control: Arc<dyn CallControl> = call.control;
                     session::handle(control, incoming, context).await;

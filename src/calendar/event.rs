@@ -177,6 +177,8 @@ mod tests {
             rules_matched: vec!["night".into()],
             deciding_rule: Some("night".into()),
             hangup_cause: Some("NORMAL_CLEARING".into()),
+            transfers: Vec::new(),
+            drops: Vec::new(),
         }
     }
 

@@ -107,9 +107,25 @@ pub enum BridgeOutcome {
         channel: String,
         /// Unique-ID of the answering leg.
         other_uuid: Option<String>,
+        /// The answering leg's hangup cause when it ended the bridge (`last_bridge_hangup_cause`:
+        /// NORMAL_CLEARING for a hang-up, MEDIA_TIMEOUT when its media stopped, ...); `None`
+        /// when the bridge ended otherwise (the caller hung up, a transfer).
+        ended_by: Option<String>,
+        /// FreeSWITCH moved the caller elsewhere during the bridge (a device's SIP REFER):
+        /// the call goes on in a new dialplan run, no longer on this socket.
+        transferred: Option<TransferredAway>,
     },
     /// Nobody answered: `cause` is FreeSWITCH's (NO_ANSWER, USER_BUSY, ...).
     Failed { cause: String },
+}
+
+/// Where FreeSWITCH transferred a call (from `transfer_source`, `sip_refer_to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferredAway {
+    /// The extension or number the call went to.
+    pub destination: String,
+    /// The Refer-To of the REFER that asked for it, when one did (untrusted).
+    pub refer_to: Option<String>,
 }
 
 /// Collect DTMF digits, optionally while playing a prompt.
@@ -161,6 +177,9 @@ pub trait CallControl: Send + Sync {
     /// The digits entered, or `None` when nothing valid came before the timeout.
     fn get_digits<'a>(&'a self, request: &'a DigitsRequest) -> ControlFuture<'a, Option<String>>;
     fn set_var<'a>(&'a self, name: &'a str, value: &'a str) -> ControlFuture<'a, ()>;
+    /// Hang up another leg of this call (the bridged device's) with a FreeSWITCH cause; a
+    /// leg that is already gone is not an error.
+    fn kill_leg<'a>(&'a self, uuid: &'a str, cause: &'a str) -> ControlFuture<'a, ()>;
     /// Events of this call from now on (DTMF, answer, bridge, hangup).
     fn subscribe(&self) -> broadcast::Receiver<CallEvent>;
 }

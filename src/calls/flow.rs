@@ -8,11 +8,15 @@
 
 use std::time::Duration;
 
+use tokio::sync::{broadcast, mpsc};
+
 use super::control::{
-    BridgeOutcome, BridgeRequest, CallControl, ControlError, PlaybackOutcome, RecordRequest,
+    BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, PlaybackOutcome,
+    RecordRequest, TransferredAway,
 };
 use super::story::Story;
 use crate::journal::{clock_duration, human_duration};
+use crate::spool::{DroppedLeg, Transfer, TransferMethod};
 
 /// Something to ring, with the name the person knows it by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +71,9 @@ pub struct InboundPlan {
     pub ring: Vec<Ring>,
     /// How long to ring before voicemail (`voicemail_delay`).
     pub ring_for: Duration,
+    /// How long to ring the devices again when an answered call drops on the device's side
+    /// (`reoffer_seconds`); zero hangs the caller up instead.
+    pub reoffer_for: Duration,
     /// Skip ringing, for this reason.
     pub straight_to_voicemail: Option<StraightToVoicemail>,
     /// The greeting to play (a path FreeSWITCH reads); `None` plays only the beep.
@@ -95,6 +102,13 @@ pub enum InboundOutcome {
         /// The label of the device (or number) that answered, when known.
         by: Option<String>,
     },
+    /// FreeSWITCH moved the answered call elsewhere (a device's REFER): it goes on in a new
+    /// dialplan run, which finishes the record.
+    TransferredAway {
+        /// The label of the device that had answered, when known.
+        by: Option<String>,
+        away: TransferredAway,
+    },
     /// A message was left.
     Voicemail {
         path: String,
@@ -120,11 +134,227 @@ fn answered_by(ring: &Ring, channel: &str) -> bool {
     channel.contains(&format!("/{user}@"))
 }
 
-/// Runs an inbound call: ring, then voicemail; adds its steps to `story`.
+/// The feature code a device presses during a call to pass the caller on: `*1`, the
+/// extension or number, then `#`.
+pub const TRANSFER_CODE: &str = "*1";
+
+/// The sound an answered caller hears while the devices ring again (FreeSWITCH's `ringback`
+/// plays it on an answered channel; a US ring, as `${us-ring}` in FreeSWITCH's vars.xml).
+pub const RINGBACK: &str = "%(2000,4000,440,480)";
+
+/// What the flows need from the rest of patchbay during a call, behind a trait so that
+/// flows stay wire-free: digits pressed on a device's leg and what a transfer target means.
+pub trait Features: Send + Sync {
+    /// Digits pressed on leg `uuid` (a bridged device's) from now on; the stream ends when
+    /// the leg does.
+    fn leg_digits(&self, uuid: &str) -> mpsc::UnboundedReceiver<char>;
+    /// What to ring for a transfer target pressed on a device (extension or number), or
+    /// `None` when it names nothing that can be rung.
+    fn transfer_target(&self, target: &str) -> Option<Ring>;
+}
+
+/// No mid-call features: digits are never seen and nothing is a transfer target.
+pub struct NoFeatures;
+
+impl Features for NoFeatures {
+    fn leg_digits(&self, _uuid: &str) -> mpsc::UnboundedReceiver<char> {
+        mpsc::unbounded_channel().1
+    }
+    fn transfer_target(&self, _target: &str) -> Option<Ring> {
+        None
+    }
+}
+
+/// What happened to the people on the call besides ringing and answering: transfers and
+/// dropped device legs, for the call record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handovers {
+    pub transfers: Vec<Transfer>,
+    pub drops: Vec<DroppedLeg>,
+}
+
+/// Whether a device leg's hangup cause means its network or media failed (the person did
+/// not hang up): the caller is still there and worth ringing the devices again for.
+pub fn is_network_drop(cause: &str) -> bool {
+    matches!(
+        cause,
+        "MEDIA_TIMEOUT"
+            | "NORMAL_TEMPORARY_FAILURE"
+            | "RECOVERY_ON_TIMER_EXPIRE"
+            | "NETWORK_OUT_OF_ORDER"
+            | "DESTINATION_OUT_OF_ORDER"
+    )
+}
+
+/// Follows the digits pressed on a device for a feature code (`*1<number>#`).
+#[derive(Debug, Default)]
+struct FeatureCode {
+    typed: String,
+}
+
+impl FeatureCode {
+    /// Adds one digit; returns the number once a whole transfer code has been typed.
+    fn push(&mut self, digit: char) -> Option<String> {
+        if digit == '*' {
+            self.typed = "*".to_owned();
+            return None;
+        }
+        if self.typed.is_empty() {
+            return None;
+        }
+        if digit == '#' {
+            let typed = std::mem::take(&mut self.typed);
+            return typed
+                .strip_prefix(TRANSFER_CODE)
+                .filter(|number| !number.is_empty())
+                .map(str::to_owned);
+        }
+        self.typed.push(digit);
+        // Not our code, or far longer than any number: start over.
+        if !self.typed.starts_with(TRANSFER_CODE) && self.typed.len() >= TRANSFER_CODE.len()
+            || self.typed.len() > 24
+        {
+            self.typed.clear();
+        }
+        None
+    }
+}
+
+/// How one round of ringing went.
+enum Rang {
+    /// Nobody answered: FreeSWITCH's cause (NO_ANSWER, ORIGINATOR_CANCEL, ...).
+    NotAnswered(String),
+    /// Someone answered (their label when known); the bridge is over.
+    Answered { by: Option<String>, end: TalkEnd },
+}
+
+/// How an answered bridge ended.
+enum TalkEnd {
+    /// Someone hung up.
+    HungUp,
+    /// The device's leg dropped (media timeout, network failure) with the caller still on.
+    Dropped { cause: String },
+    /// The device pressed the transfer code for this target; its leg has been hung up.
+    FeatureTransfer(Ring),
+    /// FreeSWITCH moved the caller elsewhere (the device sent a REFER).
+    TransferredAway(TransferredAway),
+}
+
+fn cause_words(cause: &str) -> String {
+    cause.to_lowercase().replace('_', " ")
+}
+
+fn answered_step(words: &str, by: &Option<String>) -> String {
+    match by {
+        Some(label) => format!("{words} on {label}"),
+        None => words.to_owned(),
+    }
+}
+
+fn labels(rings: &[Ring]) -> String {
+    let labels: Vec<&str> = rings.iter().map(|ring| ring.label.as_str()).collect();
+    labels.join(", ")
+}
+
+async fn next_digit(digits: &mut Option<mpsc::UnboundedReceiver<char>>) -> Option<char> {
+    match digits {
+        Some(digits) => digits.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Rings `rings` at once for `ring_for`; while someone talks, follows their digits for the
+/// transfer code.
+async fn ring(
+    control: &dyn CallControl,
+    features: &dyn Features,
+    rings: &[Ring],
+    ring_for: Duration,
+) -> Result<Rang, ControlError> {
+    let request = BridgeRequest {
+        endpoints: rings.iter().map(|ring| ring.dial.clone()).collect(),
+        timeout: ring_for,
+        // originate_timeout bounds the whole attempt (the legs carry leg_timeout).
+        variables: vec![(
+            "originate_timeout".to_owned(),
+            ring_for.as_secs().max(1).to_string(),
+        )],
+    };
+    let mut events = control.subscribe();
+    let mut events_open = true;
+    let bridge = control.bridge(&request);
+    tokio::pin!(bridge);
+    let mut digits = None;
+    let mut device_leg: Option<String> = None;
+    let mut code = FeatureCode::default();
+    let mut transfer: Option<Ring> = None;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut bridge => break outcome?,
+            event = events.recv(), if events_open => match event {
+                Ok(CallEvent::Bridged { other_uuid: Some(uuid) }) => {
+                    digits = Some(features.leg_digits(&uuid));
+                    device_leg = Some(uuid);
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => events_open = false,
+            },
+            digit = next_digit(&mut digits) => {
+                let Some(digit) = digit else {
+                    digits = None;
+                    continue;
+                };
+                let Some(number) = code.push(digit) else { continue };
+                if transfer.is_some() {
+                    continue;
+                }
+                let (Some(target), Some(leg)) = (features.transfer_target(&number), &device_leg)
+                else {
+                    tracing::info!("transfer code for {number:?}: nothing to ring there");
+                    continue;
+                };
+                // A blind transfer: the device leaves, which ends the bridge with the caller
+                // still on the line, and the caller is bridged on to the target.
+                match control.kill_leg(leg, "NORMAL_CLEARING").await {
+                    Ok(()) => transfer = Some(target),
+                    Err(error) if error.is_hangup() => return Err(error),
+                    Err(error) => tracing::warn!("transfer to {number}: {error}"),
+                }
+            }
+        }
+    };
+    Ok(match outcome {
+        BridgeOutcome::Failed { cause } => Rang::NotAnswered(cause),
+        BridgeOutcome::Answered {
+            endpoint,
+            channel,
+            ended_by,
+            transferred,
+            ..
+        } => {
+            let by = endpoint
+                .and_then(|index| rings.get(index))
+                .or_else(|| rings.iter().find(|ring| answered_by(ring, &channel)))
+                .map(|ring| ring.label.clone());
+            let end = match (transferred, transfer, ended_by) {
+                (Some(away), _, _) => TalkEnd::TransferredAway(away),
+                (None, Some(target), _) => TalkEnd::FeatureTransfer(target),
+                (None, None, Some(cause)) if is_network_drop(&cause) => TalkEnd::Dropped { cause },
+                _ => TalkEnd::HungUp,
+            };
+            Rang::Answered { by, end }
+        }
+    })
+}
+
+/// Runs an inbound call: ring, then voicemail; adds its steps to `story` and its transfers
+/// and drops to `handovers`.
 pub async fn inbound(
     control: &dyn CallControl,
     plan: &InboundPlan,
+    features: &dyn Features,
     story: &mut Story,
+    handovers: &mut Handovers,
 ) -> Result<InboundOutcome, ControlError> {
     let reason = match plan.straight_to_voicemail {
         Some(reason) => {
@@ -140,41 +370,18 @@ pub async fn inbound(
             Some(StraightToVoicemail::NothingToRing)
         }
         None => {
-            let labels: Vec<&str> = plan.ring.iter().map(|ring| ring.label.as_str()).collect();
-            story.step(format!("rang {}", labels.join(", ")));
-            let request = BridgeRequest {
-                endpoints: plan.ring.iter().map(|ring| ring.dial.clone()).collect(),
-                timeout: plan.ring_for,
-                // originate_timeout bounds the whole attempt (the legs carry leg_timeout).
-                variables: vec![(
-                    "originate_timeout".to_owned(),
-                    plan.ring_for.as_secs().max(1).to_string(),
-                )],
-            };
-            match control.bridge(&request).await {
-                Ok(BridgeOutcome::Answered {
-                    endpoint, channel, ..
-                }) => {
-                    let by = endpoint
-                        .and_then(|index| plan.ring.get(index))
-                        .or_else(|| plan.ring.iter().find(|ring| answered_by(ring, &channel)))
-                        .map(|ring| ring.label.clone());
-                    story.step(match &by {
-                        Some(label) => format!("answered on {label}"),
-                        None => "answered".to_owned(),
-                    });
-                    return Ok(InboundOutcome::Answered { by });
+            story.step(format!("rang {}", labels(&plan.ring)));
+            match ring(control, features, &plan.ring, plan.ring_for).await {
+                Ok(Rang::Answered { by, end }) => {
+                    story.step(answered_step("answered", &by));
+                    return talked(control, plan, features, story, handovers, by, end).await;
                 }
-                Ok(BridgeOutcome::Failed { cause }) if cause == "ORIGINATOR_CANCEL" => {
+                Ok(Rang::NotAnswered(cause)) if cause == "ORIGINATOR_CANCEL" => {
                     story.step("the caller hung up while it rang");
                     return Ok(InboundOutcome::Missed(MissedReason::HungUpWhileRinging));
                 }
-                Ok(BridgeOutcome::Failed { cause }) => {
-                    story.step(if cause == "NO_ANSWER" || cause == "ALLOTTED_TIMEOUT" {
-                        format!("no answer after {}", human_duration(plan.ring_for))
-                    } else {
-                        format!("no answer ({})", cause.to_lowercase().replace('_', " "))
-                    });
+                Ok(Rang::NotAnswered(cause)) => {
+                    story.step(no_answer_step(&cause, plan.ring_for));
                     None
                 }
                 Err(error) if error.is_hangup() => {
@@ -186,6 +393,105 @@ pub async fn inbound(
         }
     };
     voicemail(control, plan, reason, story).await
+}
+
+fn no_answer_step(cause: &str, ring_for: Duration) -> String {
+    if cause == "NO_ANSWER" || cause == "ALLOTTED_TIMEOUT" {
+        format!("no answer after {}", human_duration(ring_for))
+    } else {
+        format!("no answer ({})", cause_words(cause))
+    }
+}
+
+/// After an answer: the call ends, or is re-offered when the device dropped, or goes on to
+/// a transfer target, until someone hangs up or nobody answers (then voicemail).
+async fn talked(
+    control: &dyn CallControl,
+    plan: &InboundPlan,
+    features: &dyn Features,
+    story: &mut Story,
+    handovers: &mut Handovers,
+    mut by: Option<String>,
+    mut end: TalkEnd,
+) -> Result<InboundOutcome, ControlError> {
+    loop {
+        let who = by.clone().unwrap_or_else(|| "the device".to_owned());
+        let (rings, ring_for, again) = match end {
+            TalkEnd::HungUp => {
+                let _ = control.hangup("NORMAL_CLEARING").await;
+                return Ok(InboundOutcome::Answered { by });
+            }
+            TalkEnd::TransferredAway(away) => {
+                return Ok(InboundOutcome::TransferredAway { by, away });
+            }
+            TalkEnd::Dropped { cause } => {
+                handovers.drops.push(DroppedLeg {
+                    device: who.clone(),
+                    cause: cause.clone(),
+                });
+                if plan.reoffer_for.is_zero() {
+                    story.step(format!(
+                        "the call dropped on {who} ({})",
+                        cause_words(&cause)
+                    ));
+                    let _ = control.hangup("NORMAL_CLEARING").await;
+                    return Ok(InboundOutcome::Answered { by });
+                }
+                story.step(format!(
+                    "the call dropped on {who} ({}); rang {} again",
+                    cause_words(&cause),
+                    labels(&plan.ring)
+                ));
+                // The caller hears ringing, not silence, while the devices ring again.
+                if let Err(error) = control.set_var("ringback", RINGBACK).await {
+                    if error.is_hangup() {
+                        story.step("the caller hung up");
+                        return Ok(InboundOutcome::Answered { by });
+                    }
+                }
+                (plan.ring.clone(), plan.reoffer_for, true)
+            }
+            TalkEnd::FeatureTransfer(target) => {
+                handovers.transfers.push(Transfer {
+                    from: who.clone(),
+                    to: target.label.clone(),
+                    method: TransferMethod::FeatureCode,
+                });
+                story.step(format!("{who} transferred the call to {}", target.label));
+                (vec![target], plan.ring_for, false)
+            }
+        };
+        match ring(control, features, &rings, ring_for).await {
+            Ok(Rang::Answered {
+                by: next,
+                end: next_end,
+            }) => {
+                story.step(answered_step(
+                    if again { "answered again" } else { "answered" },
+                    &next,
+                ));
+                by = next;
+                end = next_end;
+            }
+            Ok(Rang::NotAnswered(cause)) if cause != "ORIGINATOR_CANCEL" => {
+                story.step(if again {
+                    format!("nobody picked up again within {}", human_duration(ring_for))
+                } else {
+                    no_answer_step(&cause, ring_for)
+                });
+                return voicemail(control, plan, None, story).await;
+            }
+            Ok(Rang::NotAnswered(_)) => {
+                story.step("the caller hung up while it rang");
+                return Ok(InboundOutcome::Answered { by });
+            }
+            Err(error) if error.is_hangup() => {
+                story.step("the caller hung up while it rang");
+                return Ok(InboundOutcome::Answered { by });
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 async fn voicemail(
@@ -291,6 +597,9 @@ pub async fn outbound(
     match control.bridge(&request).await {
         Ok(BridgeOutcome::Answered { .. }) => {
             story.step("answered");
+            // FreeSWITCH keeps the device's channel after the bridge (hangup_after_bridge is
+            // off so inbound calls can ring again): end it.
+            let _ = control.hangup("NORMAL_CLEARING").await;
             Ok(OutboundOutcome::Answered)
         }
         Ok(BridgeOutcome::Failed { cause }) => {
@@ -319,7 +628,7 @@ pub(crate) mod tests {
     use tokio::sync::broadcast;
 
     use super::*;
-    use crate::calls::control::{CallEvent, ControlFuture, DigitsRequest, RecordOutcome};
+    use crate::calls::control::{ControlFuture, DigitsRequest, RecordOutcome};
 
     /// A call whose answers are scripted; it records what the flow asked for.
     pub(crate) struct ScriptedCall {
@@ -432,6 +741,10 @@ pub(crate) mod tests {
             self.did(format!("set {name}={value}"));
             Box::pin(async { Ok(()) })
         }
+        fn kill_leg<'a>(&'a self, uuid: &'a str, cause: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("kill {uuid} {cause}"));
+            Box::pin(async { Ok(()) })
+        }
         fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
             self.events.subscribe()
         }
@@ -450,6 +763,7 @@ pub(crate) mod tests {
                 },
             ],
             ring_for: Duration::from_secs(30),
+            reoffer_for: Duration::from_secs(30),
             straight_to_voicemail: None,
             greeting: Some("/greetings/wave_fr.wav".into()),
             recording_path: "/recordings/vm.wav".into(),
@@ -459,8 +773,43 @@ pub(crate) mod tests {
 
     async fn run(call: &ScriptedCall, plan: &InboundPlan) -> (InboundOutcome, String) {
         let mut story = Story::begin("Marie called");
-        let outcome = inbound(call, plan, &mut story).await.unwrap();
+        let mut handovers = Handovers::default();
+        let outcome = inbound(call, plan, &NoFeatures, &mut story, &mut handovers)
+            .await
+            .unwrap();
         (outcome, story.line())
+    }
+
+    #[test]
+    fn the_transfer_code_is_star_one_number_hash() {
+        let typed = |keys: &str| {
+            let mut code = FeatureCode::default();
+            keys.chars()
+                .filter_map(|key| code.push(key))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(typed("*11001#"), ["1001"]);
+        assert_eq!(typed("12*1+33612345678#"), ["+33612345678"]);
+        // Another star code, an empty number, digits without a star: nothing.
+        assert!(typed("*21001#").is_empty());
+        assert!(typed("*1#").is_empty());
+        assert!(typed("11001#").is_empty());
+        // A star starts over.
+        assert_eq!(typed("*1*11002#"), ["1002"]);
+    }
+
+    #[test]
+    fn network_causes_are_drops_and_hang_ups_are_not() {
+        for cause in [
+            "MEDIA_TIMEOUT",
+            "NORMAL_TEMPORARY_FAILURE",
+            "RECOVERY_ON_TIMER_EXPIRE",
+        ] {
+            assert!(is_network_drop(cause), "{cause}");
+        }
+        for cause in ["NORMAL_CLEARING", "USER_BUSY", "ORIGINATOR_CANCEL"] {
+            assert!(!is_network_drop(cause), "{cause}");
+        }
     }
 
     #[tokio::test]
@@ -469,6 +818,8 @@ pub(crate) mod tests {
             endpoint: Some(1),
             channel: "sofia/gateway/did1/+15145550100".into(),
             other_uuid: None,
+            ended_by: Some("NORMAL_CLEARING".into()),
+            transferred: None,
         }));
         let (outcome, line) = run(&call, &plan()).await;
         assert_eq!(
@@ -480,7 +831,10 @@ pub(crate) mod tests {
         assert_eq!(line, "Marie called; rang desk, cell; answered on cell");
         assert_eq!(
             call.actions(),
-            vec!["bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s"]
+            vec![
+                "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
+                "hangup NORMAL_CLEARING"
+            ]
         );
     }
 

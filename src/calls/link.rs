@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::outage::{Change, Outages, Subject};
 use super::registry::{Health, Registry};
 use super::session::Clock;
-use crate::freeswitch::esl::event::{GatewayState, LinkEvent};
+use crate::freeswitch::esl::event::{ChannelEventKind, GatewayState, LinkEvent};
 use crate::journal::Journal;
 
 /// Applies link events as they come.
@@ -152,8 +152,16 @@ impl LinkWatcher {
             LinkEvent::LinkRestored { .. } | LinkEvent::LinkUp => {
                 self.outages().up(&Subject::Link, now);
             }
-            LinkEvent::Channel(_)
-            | LinkEvent::Heartbeat { .. }
+            LinkEvent::Channel(channel) => match (&channel.kind, channel.dtmf_digit) {
+                (ChannelEventKind::Dtmf, Some(digit)) => {
+                    self.registry.leg_digit(&channel.uuid, digit)
+                }
+                (ChannelEventKind::Hangup | ChannelEventKind::Destroy, _) => {
+                    self.registry.leg_gone(&channel.uuid)
+                }
+                _ => {}
+            },
+            LinkEvent::Heartbeat { .. }
             | LinkEvent::BackgroundJob { .. }
             | LinkEvent::Snapshot { .. } => {}
         }

@@ -15,6 +15,6 @@ pub mod story;
 
 pub use control::{
     BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, ControlFuture,
-    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest,
+    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest, TransferredAway,
 };
 pub use model::{Call, Origin};

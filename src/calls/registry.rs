@@ -79,6 +79,8 @@ struct State {
     devices: BTreeMap<String, Device>,
     gateways: BTreeMap<String, Gateway>,
     calls: HashMap<String, ActiveCall>,
+    /// Legs whose DTMF a call flow follows (a bridged device's, for feature codes).
+    digit_watchers: HashMap<String, tokio::sync::mpsc::UnboundedSender<char>>,
 }
 
 impl Registry {
@@ -238,6 +240,31 @@ impl Registry {
     }
 
     /// The person is on a call: some call other than `except` has been answered.
+    /// Digits pressed on leg `uuid` from now on, until the leg hangs up or the receiver is
+    /// dropped. A second watch on the same leg replaces the first.
+    pub fn watch_leg_digits(&self, uuid: &str) -> tokio::sync::mpsc::UnboundedReceiver<char> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.lock().digit_watchers.insert(uuid.to_owned(), sender);
+        receiver
+    }
+
+    /// A DTMF digit on some leg (from the event link).
+    pub fn leg_digit(&self, uuid: &str, digit: char) {
+        let mut state = self.lock();
+        let delivered = match state.digit_watchers.get(uuid) {
+            Some(watcher) => watcher.send(digit).is_ok(),
+            None => return,
+        };
+        if !delivered {
+            state.digit_watchers.remove(uuid);
+        }
+    }
+
+    /// A leg hung up: nobody needs its digits any more.
+    pub fn leg_gone(&self, uuid: &str) {
+        self.lock().digit_watchers.remove(uuid);
+    }
+
     pub fn busy(&self, except: &str) -> bool {
         self.lock()
             .calls

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 
 use super::control::{CallControl, CallEvent, DigitsRequest, RecordRequest};
 use super::flow::{
-    self, InboundOutcome, InboundPlan, OutboundOutcome, OutboundPlan, Ring, StraightToVoicemail,
-    VoicemailSettings,
+    self, Features, Handovers, InboundOutcome, InboundPlan, OutboundOutcome, OutboundPlan, Ring,
+    StraightToVoicemail, VoicemailSettings,
 };
 use super::registry::Registry;
 use super::story::{which_number, who, Story};
@@ -27,7 +27,7 @@ use crate::journal::Journal;
 use crate::repo::Snapshot;
 use crate::rules::{BridgeTo, CallScript, Decision, RecordOptions, ScriptError, SharedResources};
 use crate::settings::{Did, Settings};
-use crate::spool::{CallRecord, Outcome, Spool};
+use crate::spool::{CallRecord, Outcome, Spool, Transfer, TransferMethod};
 
 /// Where "now" comes from; injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -43,6 +43,60 @@ pub struct Context {
     pub spool: Option<Spool>,
     pub voicemail: VoicemailSettings,
     pub clock: Clock,
+    /// Calls FreeSWITCH transferred away mid-call, waiting for their new socket session.
+    pub handoffs: Handoffs,
+}
+
+/// An answered call that FreeSWITCH moved to a new dialplan run (a device's REFER): what
+/// its first session knew, for the session that continues it.
+pub struct Handoff {
+    story: Story,
+    record: CallRecord,
+    call: Call,
+    decision: Decision,
+    snapshot: Arc<Snapshot>,
+    plan: InboundPlan,
+    /// The label of the device that transferred.
+    by: String,
+}
+
+/// Transferred calls between their old and new sessions, by the caller's channel uuid.
+#[derive(Default)]
+pub struct Handoffs {
+    waiting: Mutex<std::collections::HashMap<String, Handoff>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Handoffs {
+    fn put(&self, uuid: &str, handoff: Handoff) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(uuid.to_owned(), handoff);
+        self.arrived.notify_waiters();
+    }
+
+    /// The handoff for `uuid`, waiting a while: the new session's socket may connect before
+    /// the old session has seen its bridge end.
+    async fn take(&self, uuid: &str, patience: Duration) -> Option<Handoff> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let arrived = self.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if let Some(handoff) = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(uuid)
+            {
+                return Some(handoff);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 /// The call as FreeSWITCH handed it over (decoded, untrusted).
@@ -54,6 +108,9 @@ pub struct Incoming {
     pub destination_number: String,
     /// Dialplan context: "public" for calls through a DID, "default" for the devices.
     pub context: String,
+    /// Set when FreeSWITCH transferred this channel here (`transfer_source`): the call
+    /// started earlier, on another socket session.
+    pub transfer_source: Option<String>,
 }
 
 /// Runs one call to its end and returns its record (already handed to the spool).
@@ -62,6 +119,19 @@ pub async fn handle(
     incoming: Incoming,
     context: Arc<Context>,
 ) -> CallRecord {
+    if incoming.transfer_source.is_some() {
+        let handoff = context
+            .handoffs
+            .take(&incoming.uuid, Duration::from_secs(10))
+            .await;
+        if let Some(handoff) = handoff {
+            return transferred(control, incoming, handoff, context).await;
+        }
+        tracing::warn!(
+            "call {}: transferred here, but its earlier part is unknown; handling it as new",
+            incoming.uuid
+        );
+    }
     let started = (context.clock)();
     let answered_at = watch_answer(control.as_ref(), &context.clock);
     let snapshot = context.snapshots.load_full();
@@ -108,11 +178,13 @@ pub async fn handle(
         rules_matched: decision.matched.iter().map(|id| id.to_string()).collect(),
         deciding_rule: decision.matched.last().map(|id| id.to_string()),
         hangup_cause: None,
+        transfers: Vec::new(),
+        drops: Vec::new(),
     };
 
     let story = match origin {
         Origin::External => {
-            inbound(
+            let (story, away) = inbound(
                 control.as_ref(),
                 &call,
                 &decision,
@@ -120,7 +192,30 @@ pub async fn handle(
                 &context,
                 &mut record,
             )
-            .await
+            .await;
+            if let Some((plan, by)) = away {
+                // The call goes on in the session FreeSWITCH opens for the transfer, which
+                // writes the journal line and the record.
+                record.answered = *answered_at
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                context.registry.call_ended(&call.uuid);
+                let kept = record.clone();
+                context.handoffs.put(
+                    &call.uuid.clone(),
+                    Handoff {
+                        story,
+                        record,
+                        call,
+                        decision,
+                        snapshot,
+                        plan,
+                        by,
+                    },
+                );
+                return kept;
+            }
+            story
         }
         Origin::Internal if decision.has_dialplan() => {
             let mut story = Story::begin(format!(
@@ -158,10 +253,22 @@ pub async fn handle(
         }
     };
 
-    record.ended = (context.clock)();
     record.answered = *answered_at
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    finish(call, record, story, snapshot, resources, context).await
+}
+
+/// The end of every call: talk time, the journal line, the rules' handlers, the spool.
+async fn finish(
+    call: Call,
+    mut record: CallRecord,
+    story: Story,
+    snapshot: Arc<Snapshot>,
+    resources: SharedResources,
+    context: Arc<Context>,
+) -> CallRecord {
+    record.ended = (context.clock)();
     let talk_secs = record
         .answered
         .map(|answered| {
@@ -196,6 +303,95 @@ pub async fn handle(
         }
     }
     record
+}
+
+/// Continues a call FreeSWITCH transferred to this session (a device's REFER): ring the
+/// target in its place, then voicemail, and finish the call's one record.
+async fn transferred(
+    control: Arc<dyn CallControl>,
+    incoming: Incoming,
+    handoff: Handoff,
+    context: Arc<Context>,
+) -> CallRecord {
+    let answered_at = watch_answer(control.as_ref(), &context.clock);
+    let Handoff {
+        mut story,
+        mut record,
+        call,
+        decision,
+        snapshot,
+        plan,
+        by,
+    } = handoff;
+    context.registry.call_started(
+        &call.uuid,
+        Origin::External,
+        &who(call.peer_name(), &call.peer_number),
+        record.started,
+    );
+    let destination = &incoming.destination_number;
+    let target = {
+        let features = CallFeatures {
+            decision: &decision,
+            snapshot: &snapshot,
+            context: &context,
+            call: &call,
+        };
+        features.transfer_target(destination)
+    };
+    let label = target
+        .as_ref()
+        .map_or_else(|| destination.clone(), |ring| ring.label.clone());
+    story.step(format!("{by} transferred the call to {label}"));
+    record.transfers.push(Transfer {
+        from: by,
+        to: label.clone(),
+        method: TransferMethod::Refer,
+    });
+    if !record.devices_rung.contains(&label) {
+        record.devices_rung.push(label);
+    }
+    let plan = InboundPlan {
+        ring: target.into_iter().collect(),
+        straight_to_voicemail: None,
+        ..plan
+    };
+    let away = run_inbound_plan(
+        control.as_ref(),
+        &plan,
+        &call,
+        &decision,
+        &snapshot,
+        &context,
+        &mut record,
+        &mut story,
+    )
+    .await;
+    if record.answered.is_none() {
+        record.answered = *answered_at
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    if let Some(by) = away {
+        // Transferred on again: the next session finishes the call.
+        context.registry.call_ended(&call.uuid);
+        let kept = record.clone();
+        context.handoffs.put(
+            &call.uuid.clone(),
+            Handoff {
+                story,
+                record,
+                call,
+                decision,
+                snapshot,
+                plan,
+                by,
+            },
+        );
+        return kept;
+    }
+    let resources: SharedResources = snapshot.clone();
+    finish(call, record, story, snapshot, resources, context).await
 }
 
 /// Notes when the call is first bridged or answered by a device (talk time starts there).
@@ -378,45 +574,95 @@ fn rings(decision: &Decision, snapshot: &Snapshot, context: &Context, call: &Cal
             .collect(),
         BridgeTo::Targets(targets) => targets
             .iter()
-            .filter_map(|target| {
-                if is_extension(settings, target) {
-                    return Some(device(target));
-                }
-                let named = snapshot
-                    .phone()
-                    .devices
-                    .iter()
-                    .find(|(_, config)| config.name.as_deref() == Some(target.as_str()))
-                    .map(|(extension, _)| extension.clone())
-                    .or_else(|| {
-                        settings
-                            .devices()
-                            .into_iter()
-                            .find(|d| d.name == *target)
-                            .map(|d| d.extension.to_string())
-                    });
-                if let Some(extension) = named {
-                    return Some(device(&extension));
-                }
-                let number = normalize(target, settings.default_region)?;
-                let did = choose_did(
-                    settings,
-                    snapshot,
-                    &context.registry,
-                    decision,
-                    number.country.as_deref(),
-                )?;
-                Some(Ring {
-                    label: target.clone(),
-                    dial: format!(
-                        "{{origination_caller_id_number={}}}sofia/gateway/{}/{}",
-                        call.peer_number.trim_start_matches('+'),
-                        did.gateway_name,
-                        number.e164
-                    ),
-                })
-            })
+            .filter_map(|target| ring_target(target, decision, snapshot, context, call))
             .collect(),
+    }
+}
+
+/// What to ring for one target: a device's extension or name, else a number through a DID.
+fn ring_target(
+    target: &str,
+    decision: &Decision,
+    snapshot: &Snapshot,
+    context: &Context,
+    call: &Call,
+) -> Option<Ring> {
+    let settings = &context.settings;
+    let domain = sip_domain(settings);
+    let device = |extension: &str| Ring {
+        label: device_label(snapshot, settings, extension),
+        dial: format!("user/{extension}@{domain}"),
+    };
+    if is_extension(settings, target) {
+        return Some(device(target));
+    }
+    let named = snapshot
+        .phone()
+        .devices
+        .iter()
+        .find(|(_, config)| config.name.as_deref() == Some(target))
+        .map(|(extension, _)| extension.clone())
+        .or_else(|| {
+            settings
+                .devices()
+                .into_iter()
+                .find(|d| d.name == target)
+                .map(|d| d.extension.to_string())
+        });
+    if let Some(extension) = named {
+        return Some(device(&extension));
+    }
+    let number = normalize(target, settings.default_region)?;
+    let did = choose_did(
+        settings,
+        snapshot,
+        &context.registry,
+        decision,
+        number.country.as_deref(),
+    )?;
+    Some(Ring {
+        label: target.to_owned(),
+        dial: format!(
+            "{{origination_caller_id_number={}}}sofia/gateway/{}/{}",
+            call.peer_number.trim_start_matches('+'),
+            did.gateway_name,
+            number.e164
+        ),
+    })
+}
+
+/// The mid-call features of one call: digits from the event link, targets as the rules'
+/// `bridge_to` would read them.
+struct CallFeatures<'a> {
+    decision: &'a Decision,
+    snapshot: &'a Snapshot,
+    context: &'a Context,
+    call: &'a Call,
+}
+
+impl Features for CallFeatures<'_> {
+    fn leg_digits(&self, uuid: &str) -> tokio::sync::mpsc::UnboundedReceiver<char> {
+        self.context.registry.watch_leg_digits(uuid)
+    }
+
+    fn transfer_target(&self, target: &str) -> Option<Ring> {
+        // Typed on a keypad: digits and `+` only, whatever the event said.
+        if target.is_empty() || !target.chars().all(|c| c.is_ascii_digit() || c == '+') {
+            return None;
+        }
+        let mut ring = ring_target(
+            target,
+            self.decision,
+            self.snapshot,
+            self.context,
+            self.call,
+        )?;
+        if ring.label == target && target.len() > 6 {
+            if let Some(number) = normalize(target, self.context.settings.default_region) {
+                ring.label = who("", &number.e164);
+            }
+        }
+        Some(ring)
     }
 }
 
@@ -427,7 +673,7 @@ async fn inbound(
     snapshot: &Snapshot,
     context: &Context,
     record: &mut CallRecord,
-) -> Story {
+) -> (Story, Option<(InboundPlan, String)>) {
     let settings = &context.settings;
     let did = call
         .did
@@ -452,7 +698,7 @@ async fn inbound(
         let _ = control.hangup(cause).await;
         record.outcome = Outcome::Declined;
         record.hangup_cause = Some(cause.to_owned());
-        return story;
+        return (story, None);
     }
     let ring = rings(decision, snapshot, context, call);
     let straight_to_voicemail = if decision.decline() {
@@ -488,13 +734,58 @@ async fn inbound(
         straight_to_voicemail,
         greeting,
         recording_path: recording_path.to_string_lossy().into_owned(),
+        reoffer_for: Duration::from_secs(u64::from(settings.reoffer_seconds)),
         voicemail: context.voicemail.clone(),
         ring,
     };
     if straight_to_voicemail.is_none() {
         record.devices_rung = plan.ring.iter().map(|ring| ring.label.clone()).collect();
     }
-    match flow::inbound(control, &plan, &mut story).await {
+    let away = run_inbound_plan(
+        control, &plan, call, decision, snapshot, context, record, &mut story,
+    )
+    .await;
+    (story, away.map(|by| (plan, by)))
+}
+
+/// Runs an inbound plan and fills the record in; returns the label of the device that had
+/// answered when FreeSWITCH transferred the call away (the call goes on elsewhere).
+#[allow(clippy::too_many_arguments)]
+async fn run_inbound_plan(
+    control: &dyn CallControl,
+    plan: &InboundPlan,
+    call: &Call,
+    decision: &Decision,
+    snapshot: &Snapshot,
+    context: &Context,
+    record: &mut CallRecord,
+    story: &mut Story,
+) -> Option<String> {
+    let features = CallFeatures {
+        decision,
+        snapshot,
+        context,
+        call,
+    };
+    let mut handovers = Handovers::default();
+    let outcome = flow::inbound(control, plan, &features, story, &mut handovers).await;
+    for transfer in &handovers.transfers {
+        if !record.devices_rung.contains(&transfer.to) {
+            record.devices_rung.push(transfer.to.clone());
+        }
+    }
+    record.transfers.extend(handovers.transfers);
+    record.drops.extend(handovers.drops);
+    match outcome {
+        Ok(InboundOutcome::TransferredAway { by, .. }) => {
+            let by = by.unwrap_or_else(|| "a device".to_owned());
+            // What the record says if the transfer's own session never takes it over.
+            record.outcome = Outcome::Answered {
+                by_device: by.clone(),
+                talk_secs: 0,
+            };
+            return Some(by);
+        }
         Ok(InboundOutcome::Answered { by }) => {
             record.outcome = Outcome::Answered {
                 by_device: by.unwrap_or_else(|| "a device".to_owned()),
@@ -519,7 +810,7 @@ async fn inbound(
             record.outcome = Outcome::Missed;
         }
     }
-    story
+    None
 }
 
 async fn outbound(

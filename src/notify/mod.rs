@@ -415,6 +415,20 @@ impl CallContext<'_> {
             rule => record.deciding_rule,
             rules => record.rules_matched,
             devices => record.devices_rung,
+            transfers => record.transfers.iter().map(|transfer| {
+                let how = match transfer.method {
+                    crate::spool::TransferMethod::FeatureCode => "transfer code",
+                    crate::spool::TransferMethod::Refer => "phone's transfer key",
+                };
+                header_text(&format!("{} to {} ({how})", transfer.from, transfer.to))
+            }).collect::<Vec<_>>(),
+            drops => record.drops.iter().map(|dropped| {
+                header_text(&format!(
+                    "{} ({})",
+                    dropped.device,
+                    dropped.cause.to_lowercase().replace('_', " ")
+                ))
+            }).collect::<Vec<_>>(),
             hangup_cause => record.hangup_cause,
             language => record.language,
             transcript => self.transcript.map(|t| t.text.clone()).filter(|t| !t.is_empty()),
@@ -562,6 +576,8 @@ mod tests {
             rules_matched: vec!["default".into()],
             deciding_rule: Some("default".into()),
             hangup_cause: Some("NORMAL_CLEARING".into()),
+            transfers: Vec::new(),
+            drops: Vec::new(),
         }
     }
 

@@ -45,6 +45,10 @@ pub struct Settings {
     /// Seconds the devices ring before voicemail answers.
     #[serde(default = "defaults::voicemail_delay")]
     pub voicemail_delay: u32,
+    /// Seconds the devices ring again when an answered call drops on the device's side
+    /// (media timeout, network failure) while the caller is still there; 0 turns it off.
+    #[serde(default = "defaults::reoffer_seconds")]
+    pub reoffer_seconds: u32,
     /// Role -> address ("owner" -> "me@example.com"); who receives which mail.
     #[serde(default)]
     pub emails: BTreeMap<String, String>,
@@ -266,6 +270,9 @@ mod defaults {
         1
     }
     pub fn voicemail_delay() -> u32 {
+        30
+    }
+    pub fn reoffer_seconds() -> u32 {
         30
     }
     pub fn timezone() -> Tz {

@@ -19,6 +19,43 @@ pub(crate) struct BLeg {
     pub(crate) channel: Arc<Channel>,
     controls: mpsc::UnboundedReceiver<Control>,
     hangup_after: Option<f64>,
+    mid_call: MidCall,
+}
+
+/// What an answering device does during the call, from the scenario; each act happens on the
+/// device's first answered call only (see `Inner::acted`).
+#[derive(Clone, Debug, Default)]
+struct MidCall {
+    /// Seconds after the bridge when the device's media stops, and the cause FreeSWITCH gives.
+    drop: Option<(f64, String)>,
+    /// Seconds after the bridge when its user presses these digits.
+    press: Option<(f64, String)>,
+    /// Seconds after the bridge when it sends a REFER to this target.
+    refer: Option<(f64, String)>,
+}
+
+impl MidCall {
+    fn of(device: &super::scenario::Device) -> MidCall {
+        MidCall {
+            drop: device.drop_after.map(|after| {
+                (
+                    after,
+                    device
+                        .drop_cause
+                        .clone()
+                        .unwrap_or_else(|| "MEDIA_TIMEOUT".to_owned()),
+                )
+            }),
+            press: device
+                .press
+                .clone()
+                .map(|digits| (device.press_after.unwrap_or(1.0), digits)),
+            refer: device
+                .refer_to
+                .clone()
+                .map(|target| (device.refer_after.unwrap_or(1.0), target)),
+        }
+    }
 }
 
 pub(crate) enum DialOutcome {
@@ -34,6 +71,7 @@ struct Ringer {
     answer_at: Option<Instant>,
     fail: Option<(Instant, &'static str)>,
     hangup_after: Option<f64>,
+    mid_call: MidCall,
     done: bool,
 }
 
@@ -284,7 +322,18 @@ async fn ring_group(
             Target::Device { extension } => {
                 let device = scenario.device(&extension).cloned();
                 let registered = lock_mutex(&inner.registrations).contains_key(&extension);
-                let behaviour = device.as_ref().map(|d| d.behaviour).unwrap_or_default();
+                let acted = lock_mutex(&inner.acted).contains(&extension);
+                let behaviour = device
+                    .as_ref()
+                    .map(|d| match (acted, d.after_drop) {
+                        (true, Some(after)) => after,
+                        _ => d.behaviour,
+                    })
+                    .unwrap_or_default();
+                let mid_call = match &device {
+                    Some(device) if !acted => MidCall::of(device),
+                    _ => MidCall::default(),
+                };
                 if !registered || behaviour == Behaviour::Unregistered {
                     first_failure.get_or_insert_with(|| "USER_NOT_REGISTERED".into());
                     continue;
@@ -320,6 +369,7 @@ async fn ring_group(
                     answer_at,
                     fail,
                     hangup_after: device.and_then(|d| d.hangup_after),
+                    mid_call,
                     done: false,
                 });
             }
@@ -333,6 +383,7 @@ async fn ring_group(
                     answer_at: Some(Instant::now() + inner.scaled(1.0)),
                     fail: None,
                     hangup_after: None,
+                    mid_call: MidCall::default(),
                     done: false,
                 });
             }
@@ -429,6 +480,7 @@ async fn ring_group(
                     channel: ringer.channel,
                     controls: ringer.controls,
                     hangup_after: ringer.hangup_after,
+                    mid_call: ringer.mid_call,
                 },
                 device,
             ));
@@ -606,22 +658,79 @@ pub(crate) async fn run_bridge(
         ),
         &ids,
     );
-    a.note_bridged(device);
-    let device_hangup = b.hangup_after.map(|s| Instant::now() + inner.scaled(s));
+    a.note_bridged(device.clone());
+    let bridged_at = Instant::now();
+    let at = |seconds: f64| Some(bridged_at + inner.scaled(seconds));
+    let device_hangup = b.hangup_after.and_then(at);
+    let drop_at = b.mid_call.drop.as_ref().and_then(|(s, _)| at(*s));
+    let mut press_at = b.mid_call.press.as_ref().and_then(|(s, _)| at(*s));
+    let refer_at = b.mid_call.refer.as_ref().and_then(|(s, _)| at(*s));
+    let call = caller.cid_num.clone();
+    let acted = |inner: &Inner| {
+        lock_mutex(&inner.acted).insert(device.clone());
+    };
     let ended = loop {
         let caller_hangup = a.caller_hangup_at();
         tokio::select! {
-            _ = sleep_opt(caller_hangup) => break Some(BridgeInterrupt::CallerHangup),
-            _ = sleep_opt(device_hangup) => break None,
+            _ = sleep_opt(caller_hangup) => break Ended::Caller(BridgeInterrupt::CallerHangup),
+            _ = sleep_opt(device_hangup) => break Ended::Device("NORMAL_CLEARING".to_owned(), "recv_bye"),
+            _ = sleep_opt(drop_at) => {
+                // The RTP timeout (or a failed session refresh) ends the device's leg and
+                // FreeSWITCH sends the BYE itself.
+                acted(&inner);
+                let cause = b.mid_call.drop.clone().map(|(_, c)| c).unwrap_or_default();
+                inner.log().push(Entry::DeviceDropped {
+                    device: device.clone(),
+                    call: call.clone(),
+                    cause: cause.clone(),
+                });
+                break Ended::Device(cause, "send_bye");
+            }
+            _ = sleep_opt(press_at) => {
+                press_at = None;
+                acted(&inner);
+                let digits = b.mid_call.press.clone().map(|(_, d)| d).unwrap_or_default();
+                // RFC 2833 digits from the phone are dequeued on its own leg, so the DTMF
+                // events carry the device leg's Unique-ID (the caller's leg only plays them).
+                for digit in digits.chars() {
+                    let digit = digit.to_string();
+                    inner.emit(b.channel.event(
+                        &inner,
+                        "DTMF",
+                        ("switch_channel.c", "switch_channel_dequeue_dtmf", 677),
+                        false,
+                        &[],
+                        &[
+                            ("DTMF-Digit", &digit),
+                            ("DTMF-Duration", "2000"),
+                            ("DTMF-Source", "RTP"),
+                        ],
+                    ));
+                }
+                inner.log().push(Entry::DevicePressed {
+                    device: device.clone(),
+                    call: call.clone(),
+                    digits,
+                });
+            }
+            _ = sleep_opt(refer_at) => {
+                acted(&inner);
+                let target = b.mid_call.refer.clone().map(|(_, t)| t).unwrap_or_default();
+                inner.log().push(Entry::DeviceReferred {
+                    device: device.clone(),
+                    call: call.clone(),
+                    to: target.clone(),
+                });
+                break Ended::Refer(target);
+            }
             control = b.controls.recv() => {
                 if let Some(Control::Kill(cause)) = control {
-                    hangup_leg(&inner, &b.channel, &cause, "send_bye");
-                    break None;
+                    break Ended::Device(cause, "send_bye");
                 }
             }
             interrupt = a.next_control() => {
                 if let Some(interrupt) = interrupt {
-                    break Some(interrupt);
+                    break Ended::Caller(interrupt);
                 }
             }
         }
@@ -638,26 +747,51 @@ pub(crate) async fn run_bridge(
         );
     };
     match ended {
-        Some(interrupt) => {
+        Ended::Caller(interrupt) => {
             hangup_leg(&inner, &b.channel, "NORMAL_CLEARING", "send_bye");
             unbridge(a);
             Err((interrupt, "_none_".to_owned()))
         }
-        None => {
-            hangup_leg(&inner, &b.channel, "NORMAL_CLEARING", "recv_bye");
-            unbridge(a);
+        Ended::Refer(target) => {
+            // sofia answers the REFER with 202 and, having no Replaces, blind-transfers the
+            // REFERing leg's partner (the caller) to the Refer-To user in the dialplan and
+            // context of the device's profile (internal: XML, default); the transferee gets
+            // sip_refer_to and sip_h_Referred-By. The phone then sends its BYE.
+            let user = target.split('@').next().unwrap_or(&target).to_owned();
             a.channel()
-                .set_var("last_bridge_hangup_cause", "NORMAL_CLEARING");
+                .set_var("sip_refer_to", &format!("<sip:{user}@127.0.0.1>"));
+            a.channel()
+                .set_var("sip_h_Referred-By", &format!("<sip:{device}@127.0.0.1>"));
+            b.channel.set_var("endpoint_disposition", "BLIND_TRANSFER");
+            unbridge(a);
+            hangup_leg(&inner, &b.channel, "NORMAL_CLEARING", "recv_bye");
+            Err((
+                BridgeInterrupt::Transfer(format!("{user} XML default")),
+                "_none_".to_owned(),
+            ))
+        }
+        Ended::Device(cause, disposition) => {
+            hangup_leg(&inner, &b.channel, &cause, disposition);
+            unbridge(a);
+            a.channel().set_var("last_bridge_hangup_cause", &cause);
             if a.channel()
                 .var("hangup_after_bridge")
                 .is_some_and(|v| v == "true")
             {
-                return Err((
-                    BridgeInterrupt::Kill("NORMAL_CLEARING".into()),
-                    "_none_".to_owned(),
-                ));
+                // mod_dptools hangs the caller up with the cause of the leg that ended.
+                return Err((BridgeInterrupt::Kill(cause), "_none_".to_owned()));
             }
             Ok("_none_".to_owned())
         }
     }
+}
+
+/// How a bridge ended.
+enum Ended {
+    /// The caller's side: hangup or uuid_kill.
+    Caller(BridgeInterrupt),
+    /// The device's leg hung up, with this cause and sip_hangup_disposition.
+    Device(String, &'static str),
+    /// The device blind-transferred the caller with a REFER to this target.
+    Refer(String),
 }

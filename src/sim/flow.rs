@@ -129,6 +129,9 @@ pub(crate) enum Interrupt {
     Kill(String),
     /// The call went on elsewhere (a transfer) and has ended there.
     Done,
+    /// The channel is to be transferred (`<exten> <dialplan> <context>`) once the running app
+    /// completes, as a REFER from its bridged partner does.
+    Transfer(String),
 }
 
 async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallSummary {
@@ -477,7 +480,27 @@ impl Leg {
     async fn transfer(&mut self, target: &str) {
         let mut words = target.split_whitespace();
         let destination = words.next().unwrap_or("").to_owned();
-        let context = words.nth(1).map(str::to_owned);
+        let dialplan = words.next().unwrap_or("XML").to_owned();
+        let context = words.next().map(str::to_owned);
+        // switch_ivr_session_transfer notes where the call went, on every transfer.
+        let source = format!(
+            "{}:{}:bl_xfer:{}/{}/{}",
+            chrono::Utc::now().timestamp(),
+            self.channel.uuid(),
+            destination,
+            context
+                .clone()
+                .unwrap_or_else(|| self.channel.with_data(|d| d.profile.context.clone())),
+            dialplan
+        );
+        self.channel.set_var("transfer_source", &source);
+        // A second transfer turns it into a FreeSWITCH array variable.
+        let history = match self.channel.var("transfer_history") {
+            Some(earlier) if earlier.starts_with("ARRAY::") => format!("{earlier}|:{source}"),
+            Some(earlier) => format!("ARRAY::{earlier}|:{source}"),
+            None => source.clone(),
+        };
+        self.channel.set_var("transfer_history", &history);
         self.channel.with_data(|d| {
             d.profile.destination = destination;
             if let Some(context) = context {
@@ -595,6 +618,23 @@ impl Leg {
             Ok(response) => response.clone(),
             Err((_, response)) => response.clone(),
         };
+        if let Err((Interrupt::Transfer(destination), response)) = result {
+            // The app ends normally, then the channel leaves for the dialplan again.
+            self.channel
+                .set_var("current_application_response", &response);
+            self.execute_event(
+                "CHANNEL_EXECUTE_COMPLETE",
+                app,
+                arg,
+                app_uuid,
+                Some(&response),
+            );
+            self.summary
+                .apps
+                .push((app.to_owned(), arg.to_owned(), response));
+            self.transfer(&destination).await;
+            return Err(Interrupt::Done);
+        }
         if let Err((interrupt, response)) = result {
             self.interrupted(interrupt, Some((app, arg, app_uuid, &response)))
                 .await;
@@ -948,6 +988,10 @@ impl Leg {
             }
             Interrupt::Kill(cause) => (cause, "send_bye"),
             Interrupt::Done => return,
+            Interrupt::Transfer(destination) => {
+                self.transfer(&destination).await;
+                return;
+            }
         };
         self.hangup(&cause, disposition, running).await;
     }

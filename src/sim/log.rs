@@ -78,6 +78,25 @@ pub enum Entry {
         device: String,
         call: String,
     },
+    /// A bridged device's leg ended on the device's side without a BYE from its user (media
+    /// timeout, network failure): `cause` is what FreeSWITCH reported.
+    DeviceDropped {
+        device: String,
+        call: String,
+        cause: String,
+    },
+    /// A bridged device's user pressed these DTMF digits.
+    DevicePressed {
+        device: String,
+        call: String,
+        digits: String,
+    },
+    /// A bridged device sent a REFER (blind transfer) to this target.
+    DeviceReferred {
+        device: String,
+        call: String,
+        to: String,
+    },
     /// A REGISTER went through the directory: `ok` says whether the password matched.
     Registration {
         user: String,
@@ -246,6 +265,19 @@ impl std::fmt::Display for Entry {
                 "device {device} stopped ringing for {call} (answered elsewhere)"
             ),
             Entry::DeviceBusy { device, call } => write!(f, "device {device} was busy for {call}"),
+            Entry::DeviceDropped {
+                device,
+                call,
+                cause,
+            } => write!(f, "device {device} dropped off {call} ({cause})"),
+            Entry::DevicePressed {
+                device,
+                call,
+                digits,
+            } => write!(f, "device {device} pressed {digits} during {call}"),
+            Entry::DeviceReferred { device, call, to } => {
+                write!(f, "device {device} referred {call} to {to}")
+            }
             Entry::Registration { user, ok: true, .. } => write!(f, "device {user} registered"),
             Entry::Registration {
                 user,

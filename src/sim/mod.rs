@@ -185,6 +185,9 @@ pub(crate) struct Inner {
     pub(crate) registrations: Mutex<BTreeMap<String, sofia::Registration>>,
     pub(crate) scenario: Mutex<Scenario>,
     pub(crate) gateway_tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Devices that already did their scenario's mid-call act (drop, press, refer): each
+    /// happens on the device's first answered call only.
+    pub(crate) acted: Mutex<std::collections::HashSet<String>>,
     sessions_since_start: AtomicU64,
 }
 
@@ -221,6 +224,7 @@ impl Sim {
             registrations: Mutex::new(BTreeMap::new()),
             scenario: Mutex::new(scenario),
             gateway_tasks: Mutex::new(HashMap::new()),
+            acted: Mutex::new(std::collections::HashSet::new()),
             sessions_since_start: AtomicU64::new(0),
             config,
         });

@@ -42,6 +42,50 @@ pub struct Device {
     /// Register at start (through the xml endpoint when one is configured).
     #[serde(default = "yes")]
     pub register: bool,
+    /// Seconds after answering when the device's media stops (wifi gone, phone vanished):
+    /// FreeSWITCH ends its leg with `drop_cause`. Happens on the first answered call only.
+    #[serde(default)]
+    pub drop_after: Option<f64>,
+    /// The hangup cause FreeSWITCH gives the dropped leg (default MEDIA_TIMEOUT, what the RTP
+    /// timeout reports; NORMAL_TEMPORARY_FAILURE, RECOVERY_ON_TIMER_EXPIRE also occur).
+    #[serde(default)]
+    pub drop_cause: Option<String>,
+    /// How the device behaves on later rings once it has dropped a call (default: as before).
+    #[serde(default)]
+    pub after_drop: Option<Behaviour>,
+    /// DTMF the device's user presses `press_after` seconds into an answered call, such as a
+    /// transfer feature code (`*11001#`). Pressed on the first answered call only.
+    #[serde(default)]
+    pub press: Option<String>,
+    #[serde(default)]
+    pub press_after: Option<f64>,
+    /// The target of a blind transfer the device makes by SIP REFER `refer_after` seconds
+    /// into an answered call (`1001`, `+33612345678`). On the first answered call only.
+    #[serde(default)]
+    pub refer_to: Option<String>,
+    #[serde(default)]
+    pub refer_after: Option<f64>,
+}
+
+impl Device {
+    /// A registered device with the given behaviour and no mid-call acts.
+    pub fn new(extension: &str, password: &str, behaviour: Behaviour) -> Device {
+        Device {
+            extension: extension.to_owned(),
+            password: password.to_owned(),
+            behaviour,
+            answer_after: default_answer_after(),
+            hangup_after: None,
+            register: true,
+            drop_after: None,
+            drop_cause: None,
+            after_drop: None,
+            press: None,
+            press_after: None,
+            refer_to: None,
+            refer_after: None,
+        }
+    }
 }
 
 /// How a gateway's registrar answers.

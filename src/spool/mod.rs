@@ -31,7 +31,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use record::{CallRecord, Outcome};
+pub use record::{CallRecord, DroppedLeg, Outcome, Transfer, TransferMethod};
 
 use crate::calendar::{self, CalendarSettings, CallLog};
 use crate::journal::Journal;

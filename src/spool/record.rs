@@ -39,6 +39,39 @@ pub struct CallRecord {
     /// The rule whose decision was applied, if any.
     pub deciding_rule: Option<String>,
     pub hangup_cause: Option<String>,
+    /// Blind transfers during the call, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfers: Vec<Transfer>,
+    /// Device legs that dropped mid-call (media timeout, network) while the caller stayed on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drops: Vec<DroppedLeg>,
+}
+
+/// One blind transfer: who passed the caller on, to whom, and how they asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The device that transferred ("desk").
+    pub from: String,
+    /// Where the caller went ("cell", "+33 6 12 34 56 78").
+    pub to: String,
+    pub method: TransferMethod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferMethod {
+    /// The transfer feature code pressed on the device (`*1` number `#`).
+    FeatureCode,
+    /// The device's own transfer key (SIP REFER).
+    Refer,
+}
+
+/// A device leg that ended on the device's side while the caller was still there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedLeg {
+    pub device: String,
+    /// FreeSWITCH's hangup cause for the leg (MEDIA_TIMEOUT, NORMAL_TEMPORARY_FAILURE, ...).
+    pub cause: String,
 }
 
 /// How the call ended, as the person cares about it.

@@ -374,3 +374,169 @@ async fn two_hundred_concurrent_calls_each_end_with_exactly_one_record() {
     assert_eq!(calendar, expected_calendar, "one calendar entry per call");
     running.stop().await;
 }
+
+/// The desk answers, then its media stops (wifi gone) while the caller is still there.
+const DROPPING_DESK: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 1.0
+hangup_after = 3.0
+drop_after = 2.0
+drop_cause = "MEDIA_TIMEOUT"
+
+[[device]]
+extension = "1001"
+password = "pw1001"
+behaviour = "no_answer"
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+/// The apps patchbay ran on the caller's channel, without the `set`s.
+fn apps_run(summary: &sim::CallSummary) -> Vec<&str> {
+    summary
+        .apps
+        .iter()
+        .map(|(app, _, _)| app.as_str())
+        .filter(|app| *app != "set")
+        .collect()
+}
+
+/// The one calendar entry, with iCalendar's line folding undone.
+fn unfolded_event(running: &Running) -> String {
+    let files = running.files("calendar");
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read_to_string(&files[0])
+        .unwrap()
+        .replace("\r\n ", "")
+}
+
+fn journal_line(running: &Running, needle: &str) -> String {
+    running
+        .handles
+        .journal
+        .recent()
+        .into_iter()
+        .find(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no journal line with {needle:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_drops_on_the_desk_rings_again_and_the_desk_picks_up_again() {
+    let running = Running::start(DROPPING_DESK, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .finished()
+        .await
+        .unwrap();
+    // The caller was never hung up on: the devices rang a second time, the desk answered
+    // again, and patchbay hung up once the desk did.
+    assert_eq!(
+        apps_run(&summary),
+        ["bridge", "bridge", "hangup"],
+        "{:?}",
+        summary.apps
+    );
+    assert!(summary
+        .apps
+        .iter()
+        .any(|(app, arg, _)| app == "set" && arg == "hangup_after_bridge=false"));
+    assert!(summary
+        .apps
+        .iter()
+        .any(|(app, arg, _)| app == "set" && arg.starts_with("ringback=")));
+    assert!(summary.recordings.is_empty(), "no voicemail");
+    assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
+    let log = running.sim.log().entries();
+    assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DeviceDropped { device, cause, .. } if device == "1000" && cause == "MEDIA_TIMEOUT")));
+    let answers = log
+        .iter()
+        .filter(|e| matches!(e, sim::log::Entry::DeviceAnswered { device, .. } if device == "1000"))
+        .count();
+    assert_eq!(answers, 2, "the desk answered twice");
+    let rang_1001 = log
+        .iter()
+        .filter(|e| matches!(e, sim::log::Entry::DeviceRang { device, .. } if device == "1001"))
+        .count();
+    assert_eq!(rang_1001, 2, "every device rang again");
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("answered again on extension 1000")
+        })
+        .await;
+    let line = journal_line(&running, "answered again on extension 1000");
+    assert!(
+        line.contains(
+            "answered on extension 1000; the call dropped on extension 1000 (media timeout); \
+             rang extension 1000, extension 1001 again; answered again on extension 1000"
+        ),
+        "{line}"
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
+    assert!(
+        event.contains("Call dropped on: extension 1000 (media timeout)"),
+        "the record tells of the drop: {event}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_drops_and_nobody_picks_up_again_goes_to_voicemail() {
+    let scenario = DROPPING_DESK.replace(
+        "drop_cause = \"MEDIA_TIMEOUT\"",
+        "drop_cause = \"NORMAL_TEMPORARY_FAILURE\"\nafter_drop = \"no_answer\"",
+    );
+    let running = Running::start(&scenario, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(25.0)))
+        .finished()
+        .await
+        .unwrap();
+    let apps = apps_run(&summary);
+    assert!(
+        apps.starts_with(&["bridge", "bridge", "answer", "playback", "playback", "record"]),
+        "{:?}",
+        summary.apps
+    );
+    assert_eq!(summary.recordings.len(), 1, "a voicemail was recorded");
+    let log = running.sim.log().entries();
+    assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DeviceDropped { device, cause, .. } if device == "1000" && cause == "NORMAL_TEMPORARY_FAILURE")));
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("nobody picked up again")
+        })
+        .await;
+    let line = journal_line(&running, "nobody picked up again");
+    assert!(
+        line.contains(
+            "the call dropped on extension 1000 (normal temporary failure); rang extension 1000, \
+             extension 1001 again; nobody picked up again within 4 s; voicemail 0:0"
+        ),
+        "{line}"
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(event.contains("SUMMARY:Voicemail from +49"), "{event}");
+    assert!(
+        event.contains("Call dropped on: extension 1000 (normal temporary failure)"),
+        "{event}"
+    );
+    running.stop().await;
+}

@@ -1259,12 +1259,9 @@ async fn a_call_flow_that_panics_closes_its_socket_so_freeswitch_hangs_up() {
 
 fn device(extension: &str, behaviour: sim::scenario::Behaviour) -> sim::scenario::Device {
     sim::scenario::Device {
-        extension: extension.to_owned(),
-        password: format!("pw{extension}"),
-        behaviour,
         answer_after: 1.0,
         hangup_after: Some(2.0),
-        register: true,
+        ..sim::scenario::Device::new(extension, &format!("pw{extension}"), behaviour)
     }
 }
 
@@ -1359,7 +1356,7 @@ async fn bridge_through_the_simulator_reports_who_answered_or_why_nobody_did() {
         .map(|(app, arg, _)| (app.as_str(), arg.as_str()))
         .collect();
     assert_eq!(apps[0], ("set", "continue_on_fail=true"));
-    assert_eq!(apps[1], ("set", "hangup_after_bridge=true"));
+    assert_eq!(apps[1], ("set", "hangup_after_bridge=false"));
     assert_eq!(
         apps[2],
         (

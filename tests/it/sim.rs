@@ -867,12 +867,9 @@ fn device(
     hangup_after: Option<f64>,
 ) -> Device {
     Device {
-        extension: extension.into(),
-        password: format!("pw{extension}"),
-        behaviour,
         answer_after,
         hangup_after,
-        register: true,
+        ..Device::new(extension, &format!("pw{extension}"), behaviour)
     }
 }
 

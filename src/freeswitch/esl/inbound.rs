@@ -49,6 +49,9 @@ const CHANNEL_EVENTS: &[&str] = &[
     "CHANNEL_HANGUP_COMPLETE",
     "CHANNEL_DESTROY",
     "CHANNEL_ORIGINATE",
+    // Digits pressed on a bridged device's leg reach only this link: the call's outbound
+    // socket follows the caller's leg alone (myevents).
+    "DTMF",
     "BACKGROUND_JOB",
     "HEARTBEAT",
 ];

@@ -32,7 +32,7 @@ use super::event::{ChannelEvent, ChannelEventKind, Headers, WireEvent};
 use super::frame::{self, url_decode, Frame};
 use crate::calls::{
     BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, ControlFuture,
-    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest,
+    DigitsRequest, PlaybackOutcome, RecordOutcome, RecordRequest, TransferredAway,
 };
 
 /// Why one outbound connection ended badly.
@@ -237,6 +237,7 @@ where
         writer: tokio::sync::Mutex::new(write_half),
         state: Mutex::new(CallState::default()),
         events,
+        transfer_source: Mutex::new(channel.variable("transfer_source").map(str::to_owned)),
     });
     let reader_task = tokio::spawn(read_loop(reader, Arc::clone(&call)));
 
@@ -383,6 +384,9 @@ pub struct OutboundCall {
     /// std Mutex: nothing awaits while it is held.
     state: Mutex<CallState>,
     events: broadcast::Sender<CallEvent>,
+    /// The channel's `transfer_source` as last seen: a new value after a bridge means
+    /// FreeSWITCH transferred the call away meanwhile.
+    transfer_source: Mutex<Option<String>>,
 }
 
 impl OutboundCall {
@@ -730,10 +734,10 @@ impl CallControl for OutboundCall {
                 &request.variables,
             )
             .map_err(|error| self.invalid(error))?;
-            // Without these FreeSWITCH hangs the caller up when nobody answers, and the flow
-            // could not go on to voicemail.
+            // Without these FreeSWITCH hangs the caller up when nobody answers or when the
+            // device's leg ends, and the flow could not go on to voicemail or ring again.
             self.execute("set", Some("continue_on_fail=true")).await?;
-            self.execute("set", Some("hangup_after_bridge=true"))
+            self.execute("set", Some("hangup_after_bridge=false"))
                 .await?;
             let done = self.execute("bridge", Some(&dial)).await?;
             let disposition = done.header("variable_originate_disposition");
@@ -742,7 +746,17 @@ impl CallControl for OutboundCall {
                     .header("variable_bridge_channel")
                     .unwrap_or_default()
                     .to_owned();
+                let transferred = self.transferred_away(&done);
+                // The caller's own hangup also ends the bridge; only a device-side end counts.
+                let ended_by = match (&transferred, self.lock().hung_up.is_some()) {
+                    (None, false) => done
+                        .header("variable_last_bridge_hangup_cause")
+                        .map(str::to_owned),
+                    _ => None,
+                };
                 return Ok(BridgeOutcome::Answered {
+                    ended_by,
+                    transferred,
                     endpoint: answering_endpoint(&request.endpoints, &channel),
                     other_uuid: done
                         .header("variable_last_bridge_to")
@@ -805,8 +819,62 @@ impl CallControl for OutboundCall {
         })
     }
 
+    fn kill_leg<'a>(&'a self, uuid: &'a str, cause: &'a str) -> ControlFuture<'a, ()> {
+        Box::pin(async move {
+            let args = format!("{uuid} {cause}");
+            if uuid.is_empty() || uuid.contains(char::is_whitespace) {
+                return Err(ControlError::InvalidArgument {
+                    uuid: self.uuid.clone(),
+                    what: format!("leg uuid {uuid:?} must be one word"),
+                });
+            }
+            let wire = Command::Api {
+                command: "uuid_kill",
+                args: &args,
+            }
+            .to_wire()
+            .map_err(|error| self.invalid(error))?;
+            let reply = self.send(&wire).await?;
+            if reply.text.starts_with("+OK") || reply.text.contains("No such channel") {
+                Ok(())
+            } else {
+                Err(ControlError::Refused {
+                    uuid: self.uuid.clone(),
+                    app: "uuid_kill".to_owned(),
+                    reply: reply.text,
+                })
+            }
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
+    }
+}
+
+impl OutboundCall {
+    /// Whether the completion shows a transfer that happened since the last look: a new
+    /// `transfer_source` (`<epoch>:<uuid>:bl_xfer:<exten>/<context>/<dialplan>`).
+    fn transferred_away(&self, done: &WireEvent) -> Option<TransferredAway> {
+        let source = done.header("variable_transfer_source")?;
+        let mut known = self
+            .transfer_source
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.as_deref() == Some(source) {
+            return None;
+        }
+        *known = Some(source.to_owned());
+        let destination = source
+            .split(":bl_xfer:")
+            .nth(1)
+            .and_then(|target| target.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        Some(TransferredAway {
+            destination,
+            refer_to: done.header("variable_sip_refer_to").map(str::to_owned),
+        })
     }
 }
 
