@@ -540,3 +540,92 @@ async fn a_call_that_drops_and_nobody_picks_up_again_goes_to_voicemail() {
     );
     running.stop().await;
 }
+
+/// The desk answers and passes the caller on to the other phone with the transfer code.
+const TRANSFERRING_DESK: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 1.0
+hangup_after = 20.0
+press = "*11001#"
+press_after = 1.0
+
+[[device]]
+extension = "1001"
+password = "pw1001"
+behaviour = "answer"
+answer_after = 2.0
+hangup_after = 2.0
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phone_answers() {
+    let running = Running::start(TRANSFERRING_DESK, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .finished()
+        .await
+        .unwrap();
+    assert_eq!(
+        apps_run(&summary),
+        ["bridge", "bridge", "hangup"],
+        "{:?}",
+        summary.apps
+    );
+    let bridges: Vec<&str> = summary
+        .apps
+        .iter()
+        .filter(|(app, _, _)| app == "bridge")
+        .map(|(_, arg, _)| arg.as_str())
+        .collect();
+    assert!(
+        bridges[1].contains("user/1001@") && !bridges[1].contains("user/1000@"),
+        "the second bridge rings only the target: {bridges:?}"
+    );
+    assert!(summary.recordings.is_empty(), "no voicemail");
+    let log = running.sim.log().entries();
+    assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DevicePressed { device, digits, .. } if device == "1000" && digits == "*11001#")));
+    // patchbay hung the desk's leg up itself, on the call's own socket.
+    assert!(
+        log.iter()
+            .any(|e| matches!(e, sim::log::Entry::Command { line, .. }
+            if line.starts_with("api uuid_kill ") && line.ends_with(" NORMAL_CLEARING"))),
+        "uuid_kill of the desk's leg"
+    );
+    assert!(log
+        .iter()
+        .any(|e| matches!(e, sim::log::Entry::DeviceAnswered { device, .. } if device == "1001")));
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("transferred the call to")
+        })
+        .await;
+    let line = journal_line(&running, "transferred the call to");
+    assert!(
+        line.contains(
+            "answered on extension 1000; extension 1000 transferred the call to extension 1001; \
+             answered on extension 1001"
+        ),
+        "{line}"
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
+    assert!(
+        event.contains("Transferred: extension 1000 to extension 1001 (transfer code)"),
+        "{event}"
+    );
+    running.stop().await;
+}
