@@ -478,6 +478,13 @@ impl Leg {
     }
 
     async fn transfer(&mut self, target: &str) {
+        self.mark_transfer(target);
+        self.leave_for_dialplan().await;
+    }
+
+    /// What switch_ivr_session_transfer does at once, before the running app notices: the
+    /// new destination and context, `transfer_source` and `transfer_history`.
+    fn mark_transfer(&mut self, target: &str) {
         let mut words = target.split_whitespace();
         let destination = words.next().unwrap_or("").to_owned();
         let dialplan = words.next().unwrap_or("XML").to_owned();
@@ -507,6 +514,11 @@ impl Leg {
                 d.profile.context = context;
             }
         });
+    }
+
+    /// The socket app ends (its connection says goodbye) and the dialplan runs again for the
+    /// destination [`Leg::mark_transfer`] set.
+    async fn leave_for_dialplan(&mut self) {
         if self.end_socket_app() {
             self.channel.detach_socket();
             let _ = tokio::time::timeout(Duration::from_secs(5), self.channel.wait_socket_closed())
@@ -619,7 +631,9 @@ impl Leg {
             Err((_, response)) => response.clone(),
         };
         if let Err((Interrupt::Transfer(destination), response)) = result {
-            // The app ends normally, then the channel leaves for the dialplan again.
+            // The transfer is noted first; the app then ends normally and the channel leaves
+            // for the dialplan again.
+            self.mark_transfer(&destination);
             self.channel
                 .set_var("current_application_response", &response);
             self.execute_event(
@@ -632,7 +646,7 @@ impl Leg {
             self.summary
                 .apps
                 .push((app.to_owned(), arg.to_owned(), response));
-            self.transfer(&destination).await;
+            self.leave_for_dialplan().await;
             return Err(Interrupt::Done);
         }
         if let Err((interrupt, response)) = result {

@@ -629,3 +629,114 @@ async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phon
     );
     running.stop().await;
 }
+
+/// The desk answers and uses its own transfer key (a SIP REFER) to pass the caller on.
+const REFERRING_DESK: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 1.0
+hangup_after = 20.0
+refer_to = "1001"
+refer_after = 1.0
+
+[[device]]
+extension = "1001"
+password = "pw1001"
+behaviour = "answer"
+answer_after = 2.0
+hangup_after = 2.0
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_transfers_the_caller_by_refer_and_the_other_phone_answers() {
+    let running = Running::start(REFERRING_DESK, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .finished()
+        .await
+        .unwrap();
+    // FreeSWITCH ran the dialplan again for the transferred caller and opened a second
+    // socket to patchbay, which rang the target.
+    assert_eq!(
+        apps_run(&summary),
+        ["bridge", "bridge", "hangup"],
+        "{:?}",
+        summary.apps
+    );
+    let bridges: Vec<&str> = summary
+        .apps
+        .iter()
+        .filter(|(app, _, _)| app == "bridge")
+        .map(|(_, arg, _)| arg.as_str())
+        .collect();
+    assert!(
+        bridges[1].contains("user/1001@") && !bridges[1].contains("user/1000@"),
+        "{bridges:?}"
+    );
+    let log = running.sim.log().entries();
+    assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DeviceReferred { device, to, .. } if device == "1000" && to == "1001")));
+    let sockets = log
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                sim::log::Entry::Connected {
+                    kind: sim::log::ConnKind::Outbound,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        sockets, 2,
+        "one socket session before the transfer, one after"
+    );
+    assert!(log
+        .iter()
+        .any(|e| matches!(e, sim::log::Entry::DeviceAnswered { device, .. } if device == "1001")));
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("transferred the call to")
+        })
+        .await;
+    let lines: Vec<String> = running
+        .handles
+        .journal
+        .recent()
+        .into_iter()
+        .filter(|line| line.contains("Marie Dubois"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one journal line for the whole call: {lines:#?}"
+    );
+    assert!(
+        lines[0].contains(
+            "answered on extension 1000; extension 1000 transferred the call to extension 1001; \
+             rang extension 1001; answered on extension 1001"
+        ),
+        "{}",
+        lines[0]
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
+    assert!(
+        event.contains("Transferred: extension 1000 to extension 1001 (phone's transfer key)"),
+        "{event}"
+    );
+    running.stop().await;
+}
