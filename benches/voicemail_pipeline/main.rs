@@ -252,6 +252,7 @@ fn main() {
             hangup_cause: Some("NORMAL_CLEARING".into()),
             transfers: Vec::new(),
             drops: Vec::new(),
+            conference: Vec::new(),
         };
         let mails_before = std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count());
         let elapsed = runtime.block_on(async {

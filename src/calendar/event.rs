@@ -179,6 +179,7 @@ mod tests {
             hangup_cause: Some("NORMAL_CLEARING".into()),
             transfers: Vec::new(),
             drops: Vec::new(),
+            conference: Vec::new(),
         }
     }
 

@@ -180,6 +180,14 @@ pub trait CallControl: Send + Sync {
     /// Hang up another leg of this call (the bridged device's) with a FreeSWITCH cause; a
     /// leg that is already gone is not an error.
     fn kill_leg<'a>(&'a self, uuid: &'a str, cause: &'a str) -> ControlFuture<'a, ()>;
+    /// Move another leg of this call (the bridged device's) into conference `room`; the
+    /// bridge with it ends and this channel stays where it is.
+    fn move_leg_to_conference<'a>(&'a self, uuid: &'a str, room: &'a str) -> ControlFuture<'a, ()>;
+    /// Join this channel to conference `room` (`name@profile+flags{...}`); returns once it has
+    /// left the room (the conference ended, or the channel hung up).
+    fn conference<'a>(&'a self, room: &'a str) -> ControlFuture<'a, ()>;
+    /// Ring `dial` into conference `room`; whether it answered and joined.
+    fn dial_into_conference<'a>(&'a self, room: &'a str, dial: &'a str) -> ControlFuture<'a, bool>;
     /// Events of this call from now on (DTMF, answer, bridge, hangup).
     fn subscribe(&self) -> broadcast::Receiver<CallEvent>;
 }

@@ -138,6 +138,10 @@ fn answered_by(ring: &Ring, channel: &str) -> bool {
 /// extension or number, then `#`.
 pub const TRANSFER_CODE: &str = "*1";
 
+/// The feature code that makes the call a three-way call: `*3`, the extension or number to
+/// add, then `#`.
+pub const CONFERENCE_CODE: &str = "*3";
+
 /// The sound an answered caller hears while the devices ring again (FreeSWITCH's `ringback`
 /// plays it on an answered channel; a US ring, as `${us-ring}` in FreeSWITCH's vars.xml).
 pub const RINGBACK: &str = "%(2000,4000,440,480)";
@@ -171,6 +175,8 @@ impl Features for NoFeatures {
 pub struct Handovers {
     pub transfers: Vec<Transfer>,
     pub drops: Vec<DroppedLeg>,
+    /// Who joined the caller in a three-way call (the device first).
+    pub conference: Vec<String>,
 }
 
 /// Whether a device leg's hangup cause means its network or media failed (the person did
@@ -186,15 +192,22 @@ pub fn is_network_drop(cause: &str) -> bool {
     )
 }
 
-/// Follows the digits pressed on a device for a feature code (`*1<number>#`).
+/// A feature code typed on a device, with its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Feature {
+    Transfer(String),
+    Conference(String),
+}
+
+/// Follows the digits pressed on a device for a feature code (`*1<number>#`, `*3<number>#`).
 #[derive(Debug, Default)]
 struct FeatureCode {
     typed: String,
 }
 
 impl FeatureCode {
-    /// Adds one digit; returns the number once a whole transfer code has been typed.
-    fn push(&mut self, digit: char) -> Option<String> {
+    /// Adds one digit; returns the feature once a whole code has been typed.
+    fn push(&mut self, digit: char) -> Option<Feature> {
         if digit == '*' {
             self.typed = "*".to_owned();
             return None;
@@ -204,16 +217,22 @@ impl FeatureCode {
         }
         if digit == '#' {
             let typed = std::mem::take(&mut self.typed);
-            return typed
-                .strip_prefix(TRANSFER_CODE)
-                .filter(|number| !number.is_empty())
-                .map(str::to_owned);
+            let number = |code: &str| {
+                typed
+                    .strip_prefix(code)
+                    .filter(|number| !number.is_empty())
+                    .map(str::to_owned)
+            };
+            return number(TRANSFER_CODE)
+                .map(Feature::Transfer)
+                .or_else(|| number(CONFERENCE_CODE).map(Feature::Conference));
         }
         self.typed.push(digit);
-        // Not our code, or far longer than any number: start over.
-        if !self.typed.starts_with(TRANSFER_CODE) && self.typed.len() >= TRANSFER_CODE.len()
-            || self.typed.len() > 24
-        {
+        let known = [TRANSFER_CODE, CONFERENCE_CODE]
+            .iter()
+            .any(|code| self.typed.starts_with(code));
+        // Not one of our codes, or far longer than any number: start over.
+        if !known && self.typed.len() >= TRANSFER_CODE.len() || self.typed.len() > 24 {
             self.typed.clear();
         }
         None
@@ -238,6 +257,9 @@ enum TalkEnd {
     FeatureTransfer(Ring),
     /// FreeSWITCH moved the caller elsewhere (the device sent a REFER).
     TransferredAway(TransferredAway),
+    /// The device pressed the conference code: its leg is in conference `room` (a name, on
+    /// the `default` profile), `target` is to be added.
+    Conference { room: String, target: Ring },
 }
 
 fn cause_words(cause: &str) -> String {
@@ -288,6 +310,7 @@ async fn ring(
     let mut device_leg: Option<String> = None;
     let mut code = FeatureCode::default();
     let mut transfer: Option<Ring> = None;
+    let mut conference: Option<(String, Ring)> = None;
     let outcome = loop {
         tokio::select! {
             outcome = &mut bridge => break outcome?,
@@ -304,21 +327,37 @@ async fn ring(
                     digits = None;
                     continue;
                 };
-                let Some(number) = code.push(digit) else { continue };
-                if transfer.is_some() {
+                let Some(feature) = code.push(digit) else { continue };
+                if transfer.is_some() || conference.is_some() {
                     continue;
                 }
-                let (Some(target), Some(leg)) = (features.transfer_target(&number), &device_leg)
+                let (Feature::Transfer(number) | Feature::Conference(number)) = &feature;
+                let (Some(target), Some(leg)) = (features.transfer_target(number), &device_leg)
                 else {
-                    tracing::info!("transfer code for {number:?}: nothing to ring there");
+                    tracing::info!("feature code for {number:?}: nothing to ring there");
                     continue;
                 };
-                // A blind transfer: the device leaves, which ends the bridge with the caller
-                // still on the line, and the caller is bridged on to the target.
-                match control.kill_leg(leg, "NORMAL_CLEARING").await {
-                    Ok(()) => transfer = Some(target),
+                let done = match &feature {
+                    // A blind transfer: the device leaves, which ends the bridge with the
+                    // caller still on the line, and the caller is bridged on to the target.
+                    Feature::Transfer(_) => control
+                        .kill_leg(leg, "NORMAL_CLEARING")
+                        .await
+                        .map(|()| transfer = Some(target)),
+                    // A three-way call: the device's leg goes into a room of its own (the
+                    // bridge ends), the caller and the target join it next.
+                    Feature::Conference(_) => {
+                        let room = format!("patchbay-{}", control.uuid());
+                        control
+                            .move_leg_to_conference(leg, &format!("{room}@default"))
+                            .await
+                            .map(|()| conference = Some((room, target)))
+                    }
+                };
+                match done {
+                    Ok(()) => {}
                     Err(error) if error.is_hangup() => return Err(error),
-                    Err(error) => tracing::warn!("transfer to {number}: {error}"),
+                    Err(error) => tracing::warn!("feature code {feature:?}: {error}"),
                 }
             }
         }
@@ -336,10 +375,13 @@ async fn ring(
                 .and_then(|index| rings.get(index))
                 .or_else(|| rings.iter().find(|ring| answered_by(ring, &channel)))
                 .map(|ring| ring.label.clone());
-            let end = match (transferred, transfer, ended_by) {
-                (Some(away), _, _) => TalkEnd::TransferredAway(away),
-                (None, Some(target), _) => TalkEnd::FeatureTransfer(target),
-                (None, None, Some(cause)) if is_network_drop(&cause) => TalkEnd::Dropped { cause },
+            let end = match (transferred, transfer, conference, ended_by) {
+                (Some(away), ..) => TalkEnd::TransferredAway(away),
+                (None, Some(target), ..) => TalkEnd::FeatureTransfer(target),
+                (None, None, Some((room, target)), _) => TalkEnd::Conference { room, target },
+                (None, None, None, Some(cause)) if is_network_drop(&cause) => {
+                    TalkEnd::Dropped { cause }
+                }
                 _ => TalkEnd::HungUp,
             };
             Rang::Answered { by, end }
@@ -393,6 +435,51 @@ pub async fn inbound(
         }
     };
     voicemail(control, plan, reason, story).await
+}
+
+/// The caller joins the room the device's leg went to and the target is rung into it; the
+/// call lasts while the room has two people in it (`mintwo` on the caller).
+async fn three_way(
+    control: &dyn CallControl,
+    story: &mut Story,
+    handovers: &mut Handovers,
+    by: Option<String>,
+    room: &str,
+    target: &Ring,
+) -> Result<InboundOutcome, ControlError> {
+    let who = by.clone().unwrap_or_else(|| "the device".to_owned());
+    let began = tokio::time::Instant::now();
+    let caller_room = format!("{room}@default+flags{{mintwo}}");
+    let (stayed, dialled) = tokio::join!(
+        control.conference(&caller_room),
+        control.dial_into_conference(room, &target.dial)
+    );
+    let joined = matches!(dialled, Ok(true));
+    handovers.conference = vec![who.clone()];
+    if joined {
+        handovers.conference.push(target.label.clone());
+        story.step(format!(
+            "{who} made it a three-way call: the caller, {who} and {} were connected",
+            target.label
+        ));
+    } else {
+        story.step(format!(
+            "{who} tried to add {} to the call, who did not answer",
+            target.label
+        ));
+    }
+    if let Err(error) = stayed {
+        if !error.is_hangup() {
+            return Err(error);
+        }
+    }
+    story.step(format!(
+        "the {} call ended after {}",
+        if joined { "three-way" } else { "conference" },
+        clock_duration(began.elapsed().as_secs())
+    ));
+    let _ = control.hangup("NORMAL_CLEARING").await;
+    Ok(InboundOutcome::Answered { by })
 }
 
 fn no_answer_step(cause: &str, ring_for: Duration) -> String {
@@ -450,6 +537,9 @@ async fn talked(
                     }
                 }
                 (plan.ring.clone(), plan.reoffer_for, true)
+            }
+            TalkEnd::Conference { room, target } => {
+                return three_way(control, story, handovers, by, &room, &target).await;
             }
             TalkEnd::FeatureTransfer(target) => {
                 handovers.transfers.push(Transfer {
@@ -745,6 +835,26 @@ pub(crate) mod tests {
             self.did(format!("kill {uuid} {cause}"));
             Box::pin(async { Ok(()) })
         }
+        fn move_leg_to_conference<'a>(
+            &'a self,
+            uuid: &'a str,
+            room: &'a str,
+        ) -> ControlFuture<'a, ()> {
+            self.did(format!("move {uuid} to {room}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn conference<'a>(&'a self, room: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("conference {room}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn dial_into_conference<'a>(
+            &'a self,
+            room: &'a str,
+            dial: &'a str,
+        ) -> ControlFuture<'a, bool> {
+            self.did(format!("dial {dial} into {room}"));
+            Box::pin(async { Ok(true) })
+        }
         fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
             self.events.subscribe()
         }
@@ -788,14 +898,16 @@ pub(crate) mod tests {
                 .filter_map(|key| code.push(key))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(typed("*11001#"), ["1001"]);
-        assert_eq!(typed("12*1+33612345678#"), ["+33612345678"]);
+        let transfer = |number: &str| Feature::Transfer(number.to_owned());
+        assert_eq!(typed("*11001#"), [transfer("1001")]);
+        assert_eq!(typed("12*1+33612345678#"), [transfer("+33612345678")]);
+        assert_eq!(typed("*31001#"), [Feature::Conference("1001".to_owned())]);
         // Another star code, an empty number, digits without a star: nothing.
         assert!(typed("*21001#").is_empty());
         assert!(typed("*1#").is_empty());
         assert!(typed("11001#").is_empty());
         // A star starts over.
-        assert_eq!(typed("*1*11002#"), ["1002"]);
+        assert_eq!(typed("*1*11002#"), [transfer("1002")]);
     }
 
     #[test]

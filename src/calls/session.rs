@@ -180,6 +180,7 @@ pub async fn handle(
         hangup_cause: None,
         transfers: Vec::new(),
         drops: Vec::new(),
+        conference: Vec::new(),
     };
 
     let story = match origin {
@@ -776,6 +777,14 @@ async fn run_inbound_plan(
     }
     record.transfers.extend(handovers.transfers);
     record.drops.extend(handovers.drops);
+    if !handovers.conference.is_empty() {
+        for label in &handovers.conference {
+            if !record.devices_rung.contains(label) {
+                record.devices_rung.push(label.clone());
+            }
+        }
+        record.conference = handovers.conference;
+    }
     match outcome {
         Ok(InboundOutcome::TransferredAway { by, .. }) => {
             let by = by.unwrap_or_else(|| "a device".to_owned());

@@ -429,6 +429,7 @@ impl CallContext<'_> {
                     dropped.cause.to_lowercase().replace('_', " ")
                 ))
             }).collect::<Vec<_>>(),
+            conference => record.conference.iter().map(|who| header_text(who)).collect::<Vec<_>>(),
             hangup_cause => record.hangup_cause,
             language => record.language,
             transcript => self.transcript.map(|t| t.text.clone()).filter(|t| !t.is_empty()),
@@ -578,6 +579,7 @@ mod tests {
             hangup_cause: Some("NORMAL_CLEARING".into()),
             transfers: Vec::new(),
             drops: Vec::new(),
+            conference: Vec::new(),
         }
     }
 

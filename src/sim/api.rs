@@ -77,6 +77,7 @@ pub(crate) async fn execute(
                 _ => "-ERR Invalid uuid\n".to_owned(),
             }
         }
+        "conference" => super::conference::api(inner, args).await,
         "hupall" => {
             let cause = if args.is_empty() {
                 "NORMAL_CLEARING"

@@ -17,9 +17,11 @@ use super::{lock_mutex, Inner};
 /// A B leg that answered.
 pub(crate) struct BLeg {
     pub(crate) channel: Arc<Channel>,
-    controls: mpsc::UnboundedReceiver<Control>,
-    hangup_after: Option<f64>,
+    pub(crate) controls: mpsc::UnboundedReceiver<Control>,
+    pub(crate) hangup_after: Option<f64>,
     mid_call: MidCall,
+    /// The device's extension, or the endpoint for a number.
+    pub(crate) device: String,
 }
 
 /// What an answering device does during the call, from the scenario; each act happens on the
@@ -481,6 +483,7 @@ async fn ring_group(
                     controls: ringer.controls,
                     hangup_after: ringer.hangup_after,
                     mid_call: ringer.mid_call,
+                    device: ringer.device.clone(),
                 },
                 device,
             ));
@@ -723,11 +726,15 @@ pub(crate) async fn run_bridge(
                 });
                 break Ended::Refer(target);
             }
-            control = b.controls.recv() => {
-                if let Some(Control::Kill(cause)) = control {
-                    break Ended::Device(cause, "send_bye");
+            control = b.controls.recv() => match control {
+                Some(Control::Kill(cause)) => break Ended::Device(cause, "send_bye"),
+                Some(Control::Transfer(destination)) => {
+                    if let Some((room, _)) = super::conference::transfer_room(&destination) {
+                        break Ended::ToConference(room);
+                    }
                 }
-            }
+                _ => {}
+            },
             interrupt = a.next_control() => {
                 if let Some(interrupt) = interrupt {
                     break Ended::Caller(interrupt);
@@ -747,6 +754,25 @@ pub(crate) async fn run_bridge(
         );
     };
     match ended {
+        Ended::ToConference(room) => {
+            // uuid_transfer of the device's leg to an inline conference: it leaves the
+            // bridge (the caller's bridge app returns) and lives on as a room member.
+            unbridge(a);
+            a.channel()
+                .set_var("last_bridge_hangup_cause", "NORMAL_CLEARING");
+            let BLeg {
+                channel, controls, ..
+            } = b;
+            tokio::spawn(super::conference::member_leg(
+                Arc::clone(&inner),
+                channel,
+                controls,
+                device_hangup,
+                room,
+                device,
+            ));
+            Ok("_none_".to_owned())
+        }
         Ended::Caller(interrupt) => {
             hangup_leg(&inner, &b.channel, "NORMAL_CLEARING", "send_bye");
             unbridge(a);
@@ -794,4 +820,6 @@ enum Ended {
     Device(String, &'static str),
     /// The device blind-transferred the caller with a REFER to this target.
     Refer(String),
+    /// The device's leg was transferred into this conference room.
+    ToConference(String),
 }

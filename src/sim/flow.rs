@@ -768,8 +768,37 @@ impl Leg {
                 Ok(none())
             }
             "bridge" => self.bridge(arg).await,
+            "conference" => self.conference(arg).await,
             _ => Ok(none()),
         }
+    }
+
+    /// The `conference <room>[@profile][+flags{..}]` app: answers, joins the room and stays
+    /// until the caller hangs up, the channel is killed or the conference ends.
+    async fn conference(&mut self, arg: &str) -> Result<String, (Interrupt, String)> {
+        let (room, mintwo) = super::conference::parse_room(arg.trim());
+        let name = self.channel.with_data(|d| d.profile.cid_num.clone());
+        let uuid = self.channel.uuid().to_owned();
+        self.answer();
+        let kicked = super::conference::join(&self.inner, &room, &uuid, &name, mintwo);
+        let result = loop {
+            let hangup_at = self.caller_hangup_at;
+            tokio::select! {
+                _ = kicked.notified() => break Ok(()),
+                _ = sleep_until_opt(hangup_at), if hangup_at.is_some() => {
+                    break Err(Interrupt::CallerHangup);
+                }
+                control = self.controls.recv() => match control {
+                    Some(Control::Message(frame)) => self.pending.push_back(frame),
+                    Some(Control::Kill(cause)) => break Err(Interrupt::Kill(cause)),
+                    Some(Control::Transfer(_)) | None => {}
+                },
+            }
+        };
+        super::conference::leave(&self.inner, &room, &uuid, &name);
+        result
+            .map(|()| "_none_".to_owned())
+            .map_err(|interrupt| (interrupt, "_none_".to_owned()))
     }
 
     fn progress_media(&mut self) {

@@ -91,6 +91,18 @@ pub enum Entry {
         call: String,
         digits: String,
     },
+    /// A member (device, number or the caller's number) joined a conference room.
+    ConferenceJoined {
+        room: String,
+        member: String,
+        at: Instant,
+    },
+    /// A member left a conference room.
+    ConferenceLeft {
+        room: String,
+        member: String,
+        at: Instant,
+    },
     /// A bridged device sent a REFER (blind transfer) to this target.
     DeviceReferred {
         device: String,
@@ -275,6 +287,12 @@ impl std::fmt::Display for Entry {
                 call,
                 digits,
             } => write!(f, "device {device} pressed {digits} during {call}"),
+            Entry::ConferenceJoined { room, member, .. } => {
+                write!(f, "{member} joined conference {room}")
+            }
+            Entry::ConferenceLeft { room, member, .. } => {
+                write!(f, "{member} left conference {room}")
+            }
             Entry::DeviceReferred { device, call, to } => {
                 write!(f, "device {device} referred {call} to {to}")
             }

@@ -33,6 +33,7 @@
 mod api;
 mod bridge;
 pub mod calls;
+mod conference;
 mod conn;
 pub mod event;
 mod flow;
@@ -188,6 +189,8 @@ pub(crate) struct Inner {
     /// Devices that already did their scenario's mid-call act (drop, press, refer): each
     /// happens on the device's first answered call only.
     pub(crate) acted: Mutex<std::collections::HashSet<String>>,
+    /// mod_conference's rooms.
+    pub(crate) conferences: Mutex<conference::Rooms>,
     sessions_since_start: AtomicU64,
 }
 
@@ -225,6 +228,7 @@ impl Sim {
             scenario: Mutex::new(scenario),
             gateway_tasks: Mutex::new(HashMap::new()),
             acted: Mutex::new(std::collections::HashSet::new()),
+            conferences: Mutex::new(conference::Rooms::default()),
             sessions_since_start: AtomicU64::new(0),
             config,
         });

@@ -45,6 +45,9 @@ pub struct CallRecord {
     /// Device legs that dropped mid-call (media timeout, network) while the caller stayed on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drops: Vec<DroppedLeg>,
+    /// Who was with the caller in a three-way call, when there was one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conference: Vec<String>,
 }
 
 /// One blind transfer: who passed the caller on, to whom, and how they asked.

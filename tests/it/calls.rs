@@ -740,3 +740,143 @@ async fn the_desk_transfers_the_caller_by_refer_and_the_other_phone_answers() {
     );
     running.stop().await;
 }
+
+/// The desk answers and adds the other phone with the conference code.
+const CONFERENCING_DESK: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 1.0
+hangup_after = 8.0
+press = "*31001#"
+press_after = 1.0
+
+[[device]]
+extension = "1001"
+password = "pw1001"
+behaviour = "answer"
+answer_after = 2.0
+hangup_after = 3.0
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_makes_it_a_three_way_call_with_the_conference_code() {
+    let running = Running::start(CONFERENCING_DESK, 10).await;
+    let call = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(40.0)));
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(90), call.finished())
+        .await
+        .unwrap_or_else(|_| {
+            let log: Vec<String> = running
+                .sim
+                .log()
+                .entries()
+                .iter()
+                .filter(|e| {
+                    !matches!(
+                        e,
+                        sim::log::Entry::Emitted { .. } | sim::log::Entry::GatewayState { .. }
+                    )
+                })
+                .map(|e| e.to_string())
+                .collect();
+            panic!("the call never ended: {log:#?}")
+        })
+        .unwrap();
+    assert_eq!(
+        apps_run(&summary),
+        ["bridge", "conference", "hangup"],
+        "{:?}",
+        summary.apps
+    );
+    let room = summary
+        .apps
+        .iter()
+        .find(|(app, _, _)| app == "conference")
+        .map(|(_, arg, _)| arg.clone())
+        .unwrap();
+    assert_eq!(
+        room,
+        format!("patchbay-{}@default+flags{{mintwo}}", summary.uuid)
+    );
+    let log = running.sim.log().entries();
+    let commands: Vec<&str> = log
+        .iter()
+        .filter_map(|e| match e {
+            sim::log::Entry::Command { line, .. } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    let name = format!("patchbay-{}", summary.uuid);
+    assert!(
+        commands
+            .iter()
+            .any(|line| line.starts_with("api uuid_transfer ")
+                && line.ends_with(&format!(" conference:{name}@default inline"))),
+        "the desk's leg moved to the room: {commands:#?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|line| *line == format!("api conference {name} dial user/1001@127.0.0.1")),
+        "the other phone dialled into the room: {commands:#?}"
+    );
+    // Three people in the room; the last two leave when the first two have gone.
+    let joined: Vec<&str> = log
+        .iter()
+        .filter_map(|e| match e {
+            sim::log::Entry::ConferenceJoined { room, member, .. } if *room == name => {
+                Some(member.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut sorted = joined.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["+41441234567", "1000", "1001"], "{joined:?}");
+    let left: Vec<&str> = log
+        .iter()
+        .filter_map(|e| match e {
+            sim::log::Entry::ConferenceLeft { room, member, .. } if *room == name => {
+                Some(member.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(left.len(), 3, "everyone left: {left:?}");
+    assert_eq!(
+        left[2], "+41441234567",
+        "the caller was the last, once alone: {left:?}"
+    );
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("three-way call")
+        })
+        .await;
+    let line = journal_line(&running, "three-way call");
+    assert!(
+        line.contains(
+            "answered on extension 1000; extension 1000 made it a three-way call: the caller, \
+             extension 1000 and extension 1001 were connected; the three-way call ended after 0:"
+        ),
+        "{line}"
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(
+        event.contains("Three-way call with: extension 1000\\, extension 1001"),
+        "{event}"
+    );
+    running.stop().await;
+}

@@ -270,6 +270,7 @@ fn voicemail(uuid: &str, name: &str, contact: Option<&str>, secs: u64) -> CallRe
         hangup_cause: Some("NORMAL_CLEARING".into()),
         transfers: Vec::new(),
         drops: Vec::new(),
+        conference: Vec::new(),
     }
 }
 

@@ -847,12 +847,71 @@ impl CallControl for OutboundCall {
         })
     }
 
+    fn move_leg_to_conference<'a>(&'a self, uuid: &'a str, room: &'a str) -> ControlFuture<'a, ()> {
+        Box::pin(async move {
+            self.one_word("leg uuid", uuid)?;
+            self.one_word("conference room", room)?;
+            // An inline dialplan of one app: the leg leaves the bridge for the room.
+            let args = format!("{uuid} conference:{room} inline");
+            let reply = self.api("uuid_transfer", &args).await?;
+            if reply.starts_with("+OK") {
+                Ok(())
+            } else {
+                Err(ControlError::Refused {
+                    uuid: self.uuid.clone(),
+                    app: "uuid_transfer".to_owned(),
+                    reply,
+                })
+            }
+        })
+    }
+
+    fn conference<'a>(&'a self, room: &'a str) -> ControlFuture<'a, ()> {
+        Box::pin(async move {
+            self.one_word("conference room", room)?;
+            match self.execute("conference", Some(room)).await {
+                Ok(_) | Err(ControlError::HungUp { .. }) => Ok(()),
+                Err(error) => Err(error),
+            }
+        })
+    }
+
+    fn dial_into_conference<'a>(&'a self, room: &'a str, dial: &'a str) -> ControlFuture<'a, bool> {
+        Box::pin(async move {
+            self.one_word("conference room", room)?;
+            self.one_word("dial string", dial)?;
+            // mod_conference answers "Call Requested: result: [<cause>]" once the dial ends.
+            let reply = self
+                .api("conference", &format!("{room} dial {dial}"))
+                .await?;
+            Ok(reply.contains("[SUCCESS]"))
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
     }
 }
 
 impl OutboundCall {
+    /// Runs an API command on this call's socket and returns its output.
+    async fn api(&self, command: &'static str, args: &str) -> Result<String, ControlError> {
+        let wire = Command::Api { command, args }
+            .to_wire()
+            .map_err(|error| self.invalid(error))?;
+        Ok(self.send(&wire).await?.text)
+    }
+
+    fn one_word(&self, what: &str, value: &str) -> Result<(), ControlError> {
+        if value.is_empty() || value.contains(char::is_whitespace) {
+            return Err(ControlError::InvalidArgument {
+                uuid: self.uuid.clone(),
+                what: format!("{what} {value:?} must be one word"),
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the completion shows a transfer that happened since the last look: a new
     /// `transfer_source` (`<epoch>:<uuid>:bl_xfer:<exten>/<context>/<dialplan>`).
     fn transferred_away(&self, done: &WireEvent) -> Option<TransferredAway> {
