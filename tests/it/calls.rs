@@ -431,7 +431,7 @@ async fn a_call_that_drops_on_the_desk_rings_again_and_the_desk_picks_up_again()
     let running = Running::start(DROPPING_DESK, 10).await;
     let summary = running
         .sim
-        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .place_call(call_from("+41441234567", "MARIE D", Some(60.0)))
         .finished()
         .await
         .unwrap();
@@ -501,7 +501,7 @@ async fn a_call_that_drops_and_nobody_picks_up_again_goes_to_voicemail() {
     let running = Running::start(&scenario, 10).await;
     let summary = running
         .sim
-        .place_call(call_from("+4915112345678", "", Some(25.0)))
+        .place_call(call_from("+4915112345678", "", Some(60.0)))
         .finished()
         .await
         .unwrap();
@@ -570,7 +570,7 @@ async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phon
     let running = Running::start(TRANSFERRING_DESK, 10).await;
     let summary = running
         .sim
-        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .place_call(call_from("+41441234567", "MARIE D", Some(60.0)))
         .finished()
         .await
         .unwrap();
@@ -659,7 +659,7 @@ async fn the_desk_transfers_the_caller_by_refer_and_the_other_phone_answers() {
     let running = Running::start(REFERRING_DESK, 10).await;
     let summary = running
         .sim
-        .place_call(call_from("+41441234567", "MARIE D", Some(25.0)))
+        .place_call(call_from("+41441234567", "MARIE D", Some(60.0)))
         .finished()
         .await
         .unwrap();
@@ -770,8 +770,8 @@ async fn the_desk_makes_it_a_three_way_call_with_the_conference_code() {
     let running = Running::start(CONFERENCING_DESK, 10).await;
     let call = running
         .sim
-        .place_call(call_from("+41441234567", "MARIE D", Some(40.0)));
-    let summary = tokio::time::timeout(std::time::Duration::from_secs(90), call.finished())
+        .place_call(call_from("+41441234567", "MARIE D", Some(60.0)));
+    let summary = tokio::time::timeout(std::time::Duration::from_secs(120), call.finished())
         .await
         .unwrap_or_else(|_| {
             let log: Vec<String> = running

@@ -734,7 +734,7 @@ async fn inbound_subscribes_and_decodes_every_captured_event_kind() {
         subscription,
         "event json CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER \
          CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_DESTROY \
-         CHANNEL_ORIGINATE BACKGROUND_JOB HEARTBEAT CUSTOM sofia::register sofia::unregister \
+         CHANNEL_ORIGINATE DTMF BACKGROUND_JOB HEARTBEAT CUSTOM sofia::register sofia::unregister \
          sofia::expire sofia::gateway_state"
     );
 
