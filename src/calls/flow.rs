@@ -32,6 +32,8 @@ pub enum StraightToVoicemail {
     Busy,
     /// No device is registered and nothing else is set to ring.
     NothingToRing,
+    /// Do-not-disturb is on and the rules declined the call for it.
+    DoNotDisturb,
 }
 
 /// How voicemail records.
@@ -132,6 +134,7 @@ pub async fn inbound(
                 StraightToVoicemail::Declined => "declined by your rules",
                 StraightToVoicemail::Busy => "you were on another call",
                 StraightToVoicemail::NothingToRing => "no device was registered",
+                StraightToVoicemail::DoNotDisturb => "do-not-disturb was on",
             });
             Some(reason)
         }

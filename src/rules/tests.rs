@@ -31,6 +31,7 @@ fn call() -> Call {
         local_time: at(14, 30),
         device_count: 2,
         busy: false,
+        do_not_disturb: false,
         state: "ringing".into(),
         hangup_cause: None,
     }
@@ -1064,8 +1065,8 @@ impl CallScript for Silent {
     fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
         Ok(0)
     }
-    fn record_greeting(&mut self, _: &str) -> Result<(), ScriptError> {
-        Ok(())
+    fn record_greeting(&mut self, _: &str) -> Result<bool, ScriptError> {
+        Ok(true)
     }
     fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
         Ok(false)

@@ -374,3 +374,274 @@ async fn two_hundred_concurrent_calls_each_end_with_exactly_one_record() {
     assert_eq!(calendar, expected_calendar, "one calendar entry per call");
     running.stop().await;
 }
+
+/// A device dialling `*86` and pressing `digits` when the menu asks.
+fn menu_call(digits: &str) -> Call {
+    Call {
+        from: "1000".to_owned(),
+        to: "*86".to_owned(),
+        context: Some("default".to_owned()),
+        dtmf: digits.to_owned(),
+        // A caller who never hangs up: the menu itself must end the call.
+        ..Call::default()
+    }
+}
+
+/// What the call played, in order.
+fn played(summary: &sim::CallSummary) -> Vec<String> {
+    summary
+        .apps
+        .iter()
+        .filter(|(app, _, _)| app == "playback")
+        .map(|(_, arg, _)| arg.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_1_plays_new_voicemails_oldest_first_once() {
+    let scenario = SCENARIO.replace("behaviour = \"answer\"", "behaviour = \"no_answer\"");
+    let running = Running::start(&scenario, 1).await;
+    for (caller, messages) in [("+4915112345678", 1), ("+4930123456", 2)] {
+        let summary = running
+            .sim
+            .place_call(call_from(caller, "", Some(20.0)))
+            .finished()
+            .await
+            .unwrap();
+        assert_eq!(summary.recordings.len(), 1, "{summary:?}");
+        running
+            .wait_until("the voicemail kept in the mailbox", || {
+                running
+                    .files("recordings/mailbox")
+                    .iter()
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "wav"))
+                    .count()
+                    == messages
+            })
+            .await;
+    }
+    let mut mailbox: Vec<String> = running
+        .files("recordings/mailbox")
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    mailbox.sort();
+
+    let summary = running
+        .sim
+        .place_call(menu_call("1"))
+        .finished()
+        .await
+        .unwrap();
+    let heard: Vec<String> = played(&summary)
+        .into_iter()
+        .filter(|file| file.contains("/mailbox/"))
+        .collect();
+    assert_eq!(heard, mailbox, "both messages, oldest first: {summary:?}");
+    assert_eq!(
+        summary.apps.last().map(|(app, _, _)| app.as_str()),
+        Some("hangup"),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the menu's journal line", || {
+            running.journal_has("extension 1000 opened *86; played 2 new voicemails; menu finished")
+        })
+        .await;
+
+    // Heard messages are not new any more: the second time there is nothing to play.
+    let summary = running
+        .sim
+        .place_call(menu_call("1"))
+        .finished()
+        .await
+        .unwrap();
+    let files = played(&summary);
+    assert!(
+        files.iter().all(|file| !file.contains("/mailbox/")),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"no_voicemail_en.wav".to_owned()),
+        "{files:?}"
+    );
+    running
+        .wait_until("the second menu's journal line", || {
+            running.journal_has("opened *86; no new voicemail; menu finished")
+        })
+        .await;
+    // What was heard is on disk, for the daemon's next start.
+    let heard = std::fs::read_to_string(running.dir.join("recordings/mailbox/heard.json")).unwrap();
+    for message in &mailbox {
+        let name = message.rsplit('/').next().unwrap();
+        assert!(heard.contains(name), "{heard}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_records_a_greeting_commits_it_and_the_next_caller_hears_it() {
+    let scenario = SCENARIO.replace("behaviour = \"answer\"", "behaviour = \"no_answer\"");
+    let running = Running::start(&scenario, 1).await;
+    let summary = running
+        .sim
+        .place_call(menu_call("2"))
+        .finished()
+        .await
+        .unwrap();
+    let apps: Vec<&str> = summary
+        .apps
+        .iter()
+        .map(|(app, _, _)| app.as_str())
+        .collect();
+    let record = apps
+        .iter()
+        .position(|app| *app == "record")
+        .expect("a record");
+    assert_eq!(
+        summary.apps[record - 1].1,
+        "tone_stream://%(250,0,1000)",
+        "a beep before recording: {:?}",
+        summary.apps
+    );
+    assert!(
+        played(&summary).contains(&"saved_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the greeting's journal line", || {
+            running.journal_has(
+                "greeting wave_en.wav recorded from extension 1000 (0:03) and committed to the phone repo",
+            )
+        })
+        .await;
+
+    let repo = git2::Repository::open(running.dir.join("phone")).unwrap();
+    let head = repo.head().unwrap().peel_to_commit().unwrap();
+    assert!(
+        head.message()
+            .unwrap()
+            .starts_with("Greeting wave_en.wav recorded on the phone"),
+        "{:?}",
+        head.message()
+    );
+    let entry = head
+        .tree()
+        .unwrap()
+        .get_path(std::path::Path::new("greetings/wave_en.wav"))
+        .expect("the greeting is in the commit");
+    let bytes = repo.find_blob(entry.id()).unwrap().content().to_vec();
+    let wav = hound::WavReader::new(std::io::Cursor::new(&bytes)).unwrap();
+    assert_eq!(wav.duration(), 3 * 8000, "3 s until the silence detector");
+    // The person's checkout shows the new greeting, with nothing left to commit.
+    assert_eq!(
+        std::fs::read(running.dir.join("phone/greetings/wave_en.wav")).unwrap(),
+        bytes
+    );
+    assert!(repo
+        .statuses(None)
+        .unwrap()
+        .iter()
+        .all(|status| status.status().is_empty()));
+
+    // The watcher takes the commit live; the next English-speaking caller hears it.
+    let short = head.id().to_string()[..7].to_owned();
+    running
+        .wait_until("the new commit to go live", || {
+            running.journal_has(&format!("commit {short} is live"))
+        })
+        .await;
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(8.0)))
+        .finished()
+        .await
+        .unwrap();
+    let greeting = running
+        .dir
+        .join("greetings")
+        .join(format!("{}.wav", entry.id()));
+    assert_eq!(
+        played(&summary).first(),
+        Some(&greeting.display().to_string()),
+        "{:?}",
+        summary.apps
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_3_switches_do_not_disturb_for_the_next_callers() {
+    let running = Running::start(SCENARIO, 10).await;
+    let summary = running
+        .sim
+        .place_call(menu_call("3"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        played(&summary).contains(&"dnd_on_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the switch's journal line", || {
+            running.journal_has("do-not-disturb is on (switched on extension 1000)")
+        })
+        .await;
+    // Kept on disk: a restarted daemon reads it back.
+    assert!(patchbay::calls::mailbox::DoNotDisturb::load(&running.dir.join("recordings")).is_on());
+
+    // The desk would answer after 1 s; with do-not-disturb nothing rings.
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(12.0)))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        summary.apps.iter().all(|(app, _, _)| app != "bridge"),
+        "{:?}",
+        summary.apps
+    );
+    assert_eq!(summary.recordings.len(), 1, "{summary:?}");
+    running
+        .wait_until("the voicemail's journal line", || {
+            running.journal_has("do-not-disturb was on; voicemail 0:")
+        })
+        .await;
+
+    let summary = running
+        .sim
+        .place_call(menu_call("3"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(played(&summary).contains(&"dnd_off_en.wav".to_owned()));
+    running
+        .wait_until("the switch's second journal line", || {
+            running.journal_has("do-not-disturb is off (switched on extension 1000)")
+        })
+        .await;
+    // The menu call must be over, or the next caller finds the person busy.
+    running
+        .wait_until("the menu call to end", || {
+            running.handles.registry.status().calls.is_empty()
+        })
+        .await;
+    // From Canada: the default night filter lets it ring at any hour.
+    let summary = running
+        .sim
+        .place_call(call_from("+15145550199", "", None))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        summary.answered && summary.bridged_to.is_some(),
+        "{summary:?}; journal: {:#?}",
+        running.handles.journal.recent()
+    );
+    running.stop().await;
+}
