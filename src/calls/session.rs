@@ -113,6 +113,7 @@ pub async fn handle(
         rules_matched: decision.matched.iter().map(|id| id.to_string()).collect(),
         deciding_rule: decision.matched.last().map(|id| id.to_string()),
         hangup_cause: None,
+        conversation: None,
     };
 
     let story = match origin {
@@ -508,17 +509,34 @@ async fn inbound(
         greeting,
         recording_path: recording_path.to_string_lossy().into_owned(),
         voicemail: context.voicemail.clone(),
+        conversation_path: decision.record().then(|| {
+            settings
+                .recordings_dir
+                .join(format!("call-{}.wav", file_name_part(&call.uuid)))
+                .to_string_lossy()
+                .into_owned()
+        }),
         ring,
     };
     if straight_to_voicemail.is_none() {
         record.devices_rung = plan.ring.iter().map(|ring| ring.label.clone()).collect();
     }
-    match flow::inbound(control, &plan, &mut story).await {
-        Ok(InboundOutcome::Answered { by }) => {
+    let outcome = flow::inbound(control, &plan, &mut story).await;
+    if let (Some(path), false) = (
+        &plan.conversation_path,
+        matches!(outcome, Ok(InboundOutcome::Answered { .. })),
+    ) {
+        // Nobody answered: nothing of a conversation to keep (FreeSWITCH writes no file
+        // before the answer; this clears one left by a call cut at the wrong moment).
+        let _ = std::fs::remove_file(path);
+    }
+    match outcome {
+        Ok(InboundOutcome::Answered { by, conversation }) => {
             record.outcome = Outcome::Answered {
                 by_device: by.unwrap_or_else(|| "a device".to_owned()),
                 talk_secs: 0,
             };
+            record.conversation = conversation.map(Into::into);
         }
         Ok(InboundOutcome::Voicemail { path, ms, .. }) => {
             record.outcome = Outcome::Voicemail {

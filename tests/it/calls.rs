@@ -108,11 +108,21 @@ async fn nobody_answers_then_voicemail_is_recorded_mailed_and_logged() {
         .map(|(app, _, _)| app.as_str())
         .filter(|app| *app != "set")
         .collect();
+    // The default rules record calls from outside; nobody answered, so the conversation
+    // recording stops before voicemail answers and only the message is kept.
     assert!(
-        apps.starts_with(&["bridge", "answer", "playback", "playback"]),
+        apps.starts_with(&[
+            "record_session",
+            "bridge",
+            "stop_record_session",
+            "answer",
+            "playback",
+            "playback"
+        ]),
         "{:?}",
         summary.apps
     );
+    assert_eq!(summary.recordings.len(), 1, "{summary:?}");
     assert!(apps.contains(&"record"), "{apps:?}");
     let greeting = &summary
         .apps
@@ -642,6 +652,68 @@ async fn star_86_then_3_switches_do_not_disturb_for_the_next_callers() {
         summary.answered && summary.bridged_to.is_some(),
         "{summary:?}; journal: {:#?}",
         running.handles.journal.recent()
+    );
+    running.stop().await;
+}
+
+/// The default rules set `record` for calls from outside: the answered conversation is
+/// recorded from the answer to the hangup, and the journal and the calendar say where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_the_rules_record_is_recorded_and_its_file_named() {
+    let running = Running::start(SCENARIO, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+15145550199", "", None))
+        .finished()
+        .await
+        .unwrap();
+    assert!(summary.answered, "{summary:?}");
+    let recording = running
+        .dir
+        .join("recordings")
+        .join(format!("call-{}.wav", summary.uuid));
+    let apps: Vec<(&str, &str)> = summary
+        .apps
+        .iter()
+        .map(|(app, arg, _)| (app.as_str(), arg.as_str()))
+        .collect();
+    let session = apps
+        .iter()
+        .position(|(app, _)| *app == "record_session")
+        .unwrap_or_else(|| panic!("record_session was sent: {apps:?}"));
+    assert_eq!(apps[session].1, recording.display().to_string());
+    assert!(
+        apps[..session].contains(&("set", "RECORD_ANSWER_REQ=true")),
+        "{apps:?}"
+    );
+    let bridge = apps.iter().position(|(app, _)| *app == "bridge").unwrap();
+    assert!(
+        session < bridge,
+        "recording set up before the bridge: {apps:?}"
+    );
+    assert_eq!(summary.recordings, vec![recording.clone()]);
+    // The desk talks for 3 s after answering; the ringing before is not in the file.
+    let wav = hound::WavReader::open(&recording).unwrap();
+    let seconds = f64::from(wav.duration()) / 8000.0;
+    assert!((2.5..10.0).contains(&seconds), "{seconds} s");
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has(&format!(
+                "answered on extension 1000; conversation recorded in {}",
+                recording.display()
+            ))
+        })
+        .await;
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
+    let unfolded = event.replace("\r\n ", "");
+    assert!(
+        unfolded.contains(&format!("Recording: {}", recording.display())),
+        "{event}"
     );
     running.stop().await;
 }

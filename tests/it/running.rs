@@ -37,6 +37,10 @@ pub(crate) fn phone_repo(dir: &Path, rules: &str) -> PathBuf {
             .unwrap();
     }
     wav.finalize().unwrap();
+    // The tests run at any hour: from 22:00 to 07:00 the default night filter would send
+    // every caller from abroad straight to voicemail, and the call tests would depend on
+    // the time of day.
+    let rules = format!("remove_rule(\"night_filter\");\n{rules}");
     std::fs::write(repo.join("rules/50-mine.rhai"), rules).unwrap();
     let git = |args: &[&str]| {
         let status = std::process::Command::new("git")
