@@ -326,6 +326,7 @@ impl Daemon {
                 journal.clone(),
                 clock,
             )
+            .with_rules(Arc::clone(handles.repo.cell()))
             .run(link_events),
         );
         // The person's email templates follow the live snapshot.

@@ -717,3 +717,44 @@ async fn an_answered_call_the_rules_record_is_recorded_and_its_file_named() {
     );
     running.stop().await;
 }
+
+/// The person's rules hear about outages: `outage::begin` when a number's gateway goes
+/// down, `outage::end` with how long it lasted when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hear_when_a_gateway_goes_down_and_comes_back() {
+    const RULES: &str = r#"
+on("outage::begin", |call, data| log(`rules: ${data.what} went down (${data.detail}), call ${type_of(call)}`));
+on("outage::end", |call, data| log(`rules: ${data.kind} ${data.name} is back after ${data.seconds} s`));
+"#;
+    let running = Running::start_with_rules(SCENARIO, 10, RULES).await;
+    assert!(running.sim.kill_gateway("did1"));
+    running
+        .wait_until("the outage::begin handler's line", || {
+            running.journal_has("rules: gateway did1 went down (DOWN), call ()")
+        })
+        .await;
+    let gateway = patchbay::sim::scenario::Scenario::parse(
+        "[[gateway]]\nname = \"did1\"\nregistrar = \"ok\"\nproxy = \"sip.example.net:5060\"\n",
+        "test",
+    )
+    .unwrap()
+    .gateways
+    .remove(0);
+    running.sim.start_gateway(gateway);
+    running
+        .wait_until("the outage::end handler's line", || {
+            running.journal_has("rules: gateway did1 is back after ")
+        })
+        .await;
+    // The daemon's own lines are still there, once each.
+    let journal = running.handles.journal.recent();
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|line| line.contains("outage: gateway did1 is down (DOWN)"))
+            .count(),
+        1,
+        "{journal:#?}"
+    );
+    running.stop().await;
+}
