@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::outage::{Change, Outages, Subject};
 use super::registry::{Health, Registry};
 use super::session::Clock;
-use crate::freeswitch::esl::event::{GatewayState, LinkEvent};
+use crate::freeswitch::esl::event::{GatewayState, LinkEvent, RegistrationSummary};
 use crate::journal::Journal;
 use crate::repo::Snapshot;
 use crate::rules::{SharedResources, Value};
@@ -121,6 +122,44 @@ impl LinkWatcher {
         }
     }
 
+    /// After a (re)connect: FreeSWITCH's registrations replace what was known, since the
+    /// events of devices that came or went while the link was down reached nobody.
+    fn replace_registrations(&self, registrations: &[RegistrationSummary], now: DateTime<Utc>) {
+        let known = self.registry.registered_devices();
+        for extension in &known {
+            if !registrations.iter().any(|row| &row.reg_user == extension) {
+                self.registry.device_gone(extension);
+                self.journal.write(format!(
+                    "device {extension} signed off while the FreeSWITCH link was down"
+                ));
+            }
+        }
+        for row in registrations {
+            let expires_in = row.expires.parse::<i64>().ok().map_or(3600, |at| {
+                (at - now.timestamp()).clamp(1, i64::from(u32::MAX))
+            });
+            let new = self.registry.device_registered(
+                &row.reg_user,
+                &row.url,
+                &row.network_ip,
+                u32::try_from(expires_in).unwrap_or(u32::MAX),
+                now,
+            );
+            self.ended(&Subject::Device(row.reg_user.clone()));
+            if new {
+                self.journal.write(format!(
+                    "device {} registered from {}",
+                    row.reg_user,
+                    if row.network_ip.is_empty() {
+                        "an unknown address"
+                    } else {
+                        &row.network_ip
+                    }
+                ));
+            }
+        }
+    }
+
     /// Applies one event.
     pub fn apply(&self, event: &LinkEvent) {
         let now = (self.clock)();
@@ -214,6 +253,10 @@ impl LinkWatcher {
                     self.changed(&change, true);
                 }
             }
+            LinkEvent::Snapshot {
+                registrations: Some(registrations),
+                ..
+            } => self.replace_registrations(registrations, now),
             LinkEvent::Channel(_)
             | LinkEvent::Heartbeat { .. }
             | LinkEvent::BackgroundJob { .. }

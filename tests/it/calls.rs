@@ -758,3 +758,73 @@ on("outage::end", |call, data| log(`rules: ${data.kind} ${data.name} is back aft
     );
     running.stop().await;
 }
+
+/// Devices that come and go while FreeSWITCH is unreachable send their events to nobody:
+/// after the reconnect patchbay asks FreeSWITCH for its registrations, and `patchbay status`
+/// shows the devices really registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_freeswitch_restart_the_registered_devices_are_the_real_ones() {
+    let running = Running::start(SCENARIO, 10).await;
+    let status = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+            .args(["status", "--settings"])
+            .arg(running.dir.join("settings.json"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let registered = || {
+        let mut devices = running.handles.registry.registered_devices();
+        devices.sort();
+        devices
+    };
+    assert_eq!(registered(), ["1000", "1001"]);
+
+    // The desk phone signs off while FreeSWITCH is down for patchbay.
+    running.sim.kill();
+    running
+        .wait_until("the link to go down", || {
+            running.journal_has("FreeSWITCH link down")
+        })
+        .await;
+    assert!(running.sim.unregister("1001"));
+    running.sim.restart().await.unwrap();
+    running
+        .wait_until("the registrations to be read again", || {
+            registered() == ["1000"]
+        })
+        .await;
+    assert!(running.journal_has("device 1001 signed off while the FreeSWITCH link was down"));
+    running
+        .wait_until("`patchbay status` to show one device", || {
+            let text = status();
+            text.contains("Devices registered: 1\n  1000 ")
+        })
+        .await;
+
+    // And one that registers meanwhile is there after the next reconnect.
+    running.sim.kill();
+    running
+        .wait_until("the link to go down again", || {
+            running
+                .handles
+                .journal
+                .recent()
+                .iter()
+                .filter(|line| line.contains("FreeSWITCH link down"))
+                .count()
+                == 2
+        })
+        .await;
+    running.sim.register("1001", "pw1001").await.unwrap();
+    running.sim.restart().await.unwrap();
+    running
+        .wait_until("both devices again", || registered() == ["1000", "1001"])
+        .await;
+    running
+        .wait_until("`patchbay status` to show both devices", || {
+            status().contains("Devices registered: 2")
+        })
+        .await;
+    running.stop().await;
+}
