@@ -828,3 +828,95 @@ async fn after_a_freeswitch_restart_the_registered_devices_are_the_real_ones() {
         .await;
     running.stop().await;
 }
+
+/// A phone repo fetched from a server is not patchbay's to write: the greeting stays in the
+/// recordings folder, the journal says where, and the caller hears it was not saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_with_a_fetched_repo_keeps_the_greeting_in_the_recordings() {
+    let running = Running::start_with_settings(&SCENARIO, 10, "// mine\n", |settings| {
+        let person = settings.repo.path.clone();
+        settings.repo.remote = Some(person.display().to_string());
+        settings.repo.path = person.with_file_name("phone-copy.git");
+    })
+    .await;
+    let summary = running
+        .sim
+        .place_call(menu_call("2"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        played(&summary).contains(&"not_saved_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    let kept = running
+        .dir
+        .join("recordings")
+        .join(format!("greeting-{}-1.wav", summary.uuid));
+    running
+        .wait_until("the greeting's journal line", || {
+            running.journal_has(&format!(
+                "greeting wave_en.wav recorded from extension 1000 (0:03) but not committed to the phone repo: the phone repo is fetched from a server (settings repo.remote); commit it there; the recording is kept at {}",
+                kept.display()
+            ))
+        })
+        .await;
+    let wav = hound::WavReader::open(&kept).unwrap();
+    assert_eq!(wav.duration(), 3 * 8000);
+    // Neither the person's repo nor patchbay's copy got a commit.
+    for repo in ["phone", "phone-copy.git"] {
+        let repo = git2::Repository::open(running.dir.join(repo)).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_glob("refs/*").unwrap();
+        let messages: Vec<String> = walk
+            .map(|id| {
+                repo.find_commit(id.unwrap())
+                    .unwrap()
+                    .message()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            messages.iter().all(|m| !m.starts_with("Greeting")),
+            "{messages:?}"
+        );
+    }
+    running.stop().await;
+}
+
+/// A greeting under 2 s is a slip, not a greeting: nothing is committed or kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_and_hanging_up_at_once_commits_nothing() {
+    let running = Running::start(SCENARIO, 10).await;
+    // Menu digit after 0.5 s, beep for 1 s: the recording gets about 1.5 s.
+    let call = Call {
+        hangup_after: Some(3.0),
+        ..menu_call("2")
+    };
+    let summary = running.sim.place_call(call).finished().await.unwrap();
+    running
+        .wait_until("the menu's journal line", || {
+            running.journal_has("extension 1000 opened *86;")
+        })
+        .await;
+    let recorded = summary
+        .recordings
+        .iter()
+        .map(|path| hound::WavReader::open(path).map(|wav| wav.duration()))
+        .collect::<Vec<_>>();
+    assert!(
+        running.journal_has("greeting wave_en.wav too short, not kept"),
+        "{recorded:?}; {:#?}",
+        running.handles.journal.recent()
+    );
+    let repo = git2::Repository::open(running.dir.join("phone")).unwrap();
+    let head = repo.head().unwrap().peel_to_commit().unwrap();
+    assert_eq!(head.message().unwrap(), "my phone\n");
+    assert!(!running.dir.join("phone/greetings/wave_en.wav").exists());
+    for path in &summary.recordings {
+        assert!(!path.exists(), "{} was discarded", path.display());
+    }
+    running.stop().await;
+}

@@ -113,12 +113,23 @@ impl Running {
         voicemail_delay: u32,
         rules: &str,
     ) -> Running {
+        Self::start_with_settings(scenario, voicemail_delay, rules, |_| {}).await
+    }
+
+    /// As [`Running::start_with_rules`], with the settings changed by `adjust` first.
+    #[allow(dead_code)]
+    pub(crate) async fn start_with_settings(
+        scenario: &str,
+        voicemail_delay: u32,
+        rules: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Running {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
         phone_repo(&dir, rules);
-        let mut daemon = Daemon::bind(settings(&dir, voicemail_delay), None)
-            .await
-            .unwrap();
+        let mut settings = settings(&dir, voicemail_delay);
+        adjust(&mut settings);
+        let mut daemon = Daemon::bind(settings, None).await.unwrap();
         let config = sim::Config {
             xml_url: Some(format!("http://{}/freeswitch/xml", daemon.xml_address())),
             time_scale: 1.0,
