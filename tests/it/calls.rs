@@ -833,7 +833,7 @@ async fn after_a_freeswitch_restart_the_registered_devices_are_the_real_ones() {
 /// recordings folder, the journal says where, and the caller hears it was not saved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_86_then_2_with_a_fetched_repo_keeps_the_greeting_in_the_recordings() {
-    let running = Running::start_with_settings(&SCENARIO, 10, "// mine\n", |settings| {
+    let running = Running::start_with_settings(SCENARIO, 10, "// mine\n", |settings| {
         let person = settings.repo.path.clone();
         settings.repo.remote = Some(person.display().to_string());
         settings.repo.path = person.with_file_name("phone-copy.git");
