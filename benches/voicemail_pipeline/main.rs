@@ -250,6 +250,7 @@ fn main() {
             rules_matched: vec!["default".into()],
             deciding_rule: Some("default".into()),
             hangup_cause: Some("NORMAL_CLEARING".into()),
+            conversation: None,
         };
         let mails_before = std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count());
         let elapsed = runtime.block_on(async {

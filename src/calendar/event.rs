@@ -177,6 +177,7 @@ mod tests {
             rules_matched: vec!["night".into()],
             deciding_rule: Some("night".into()),
             hangup_cause: Some("NORMAL_CLEARING".into()),
+            conversation: None,
         }
     }
 

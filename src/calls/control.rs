@@ -161,6 +161,11 @@ pub trait CallControl: Send + Sync {
     /// The digits entered, or `None` when nothing valid came before the timeout.
     fn get_digits<'a>(&'a self, request: &'a DigitsRequest) -> ControlFuture<'a, Option<String>>;
     fn set_var<'a>(&'a self, name: &'a str, value: &'a str) -> ControlFuture<'a, ()>;
+    /// Starts recording the whole conversation into `path` in the background
+    /// (`record_session`), from the moment the call is answered; it stops at hangup.
+    fn record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()>;
+    /// Stops a [`CallControl::record_session`] early (`stop_record_session`).
+    fn stop_record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()>;
     /// Events of this call from now on (DTMF, answer, bridge, hangup).
     fn subscribe(&self) -> broadcast::Receiver<CallEvent>;
 }

@@ -32,6 +32,8 @@ pub enum StraightToVoicemail {
     Busy,
     /// No device is registered and nothing else is set to ring.
     NothingToRing,
+    /// Do-not-disturb is on and the rules declined the call for it.
+    DoNotDisturb,
 }
 
 /// How voicemail records.
@@ -74,6 +76,8 @@ pub struct InboundPlan {
     /// Where the voicemail is recorded (a path FreeSWITCH writes).
     pub recording_path: String,
     pub voicemail: VoicemailSettings,
+    /// Record the conversation into this file when a device answers (rules' `record`).
+    pub conversation_path: Option<String>,
 }
 
 /// Why nobody heard from the caller.
@@ -94,6 +98,8 @@ pub enum InboundOutcome {
     Answered {
         /// The label of the device (or number) that answered, when known.
         by: Option<String>,
+        /// Where the conversation was recorded, when the plan asked for it.
+        conversation: Option<String>,
     },
     /// A message was left.
     Voicemail {
@@ -132,6 +138,7 @@ pub async fn inbound(
                 StraightToVoicemail::Declined => "declined by your rules",
                 StraightToVoicemail::Busy => "you were on another call",
                 StraightToVoicemail::NothingToRing => "no device was registered",
+                StraightToVoicemail::DoNotDisturb => "do-not-disturb was on",
             });
             Some(reason)
         }
@@ -142,6 +149,18 @@ pub async fn inbound(
         None => {
             let labels: Vec<&str> = plan.ring.iter().map(|ring| ring.label.as_str()).collect();
             story.step(format!("rang {}", labels.join(", ")));
+            let mut recording = None;
+            if let Some(path) = &plan.conversation_path {
+                match control.record_session(path).await {
+                    Ok(()) => recording = Some(path.clone()),
+                    Err(error) if error.is_hangup() => {
+                        story.step("the caller hung up while it rang");
+                        return Ok(InboundOutcome::Missed(MissedReason::HungUpWhileRinging));
+                    }
+                    // Better an unrecorded call than a caller who never gets through.
+                    Err(error) => tracing::warn!("not recording the conversation: {error}"),
+                }
+            }
             let request = BridgeRequest {
                 endpoints: plan.ring.iter().map(|ring| ring.dial.clone()).collect(),
                 timeout: plan.ring_for,
@@ -163,7 +182,13 @@ pub async fn inbound(
                         Some(label) => format!("answered on {label}"),
                         None => "answered".to_owned(),
                     });
-                    return Ok(InboundOutcome::Answered { by });
+                    if let Some(path) = &recording {
+                        story.step(format!("conversation recorded in {path}"));
+                    }
+                    return Ok(InboundOutcome::Answered {
+                        by,
+                        conversation: recording,
+                    });
                 }
                 Ok(BridgeOutcome::Failed { cause }) if cause == "ORIGINATOR_CANCEL" => {
                     story.step("the caller hung up while it rang");
@@ -175,6 +200,20 @@ pub async fn inbound(
                     } else {
                         format!("no answer ({})", cause.to_lowercase().replace('_', " "))
                     });
+                    if let Some(path) = &recording {
+                        // Voicemail answers the call next: that is the message, not a
+                        // conversation.
+                        match control.stop_record_session(path).await {
+                            Ok(()) => {}
+                            Err(error) if error.is_hangup() => {
+                                story.step("hung up during the greeting");
+                                return Ok(InboundOutcome::Missed(
+                                    MissedReason::HungUpDuringGreeting,
+                                ));
+                            }
+                            Err(error) => tracing::warn!("{error}"),
+                        }
+                    }
                     None
                 }
                 Err(error) if error.is_hangup() => {
@@ -432,6 +471,14 @@ pub(crate) mod tests {
             self.did(format!("set {name}={value}"));
             Box::pin(async { Ok(()) })
         }
+        fn record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("record_session {path}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn stop_record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("stop_record_session {path}"));
+            Box::pin(async { Ok(()) })
+        }
         fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
             self.events.subscribe()
         }
@@ -454,6 +501,7 @@ pub(crate) mod tests {
             greeting: Some("/greetings/wave_fr.wav".into()),
             recording_path: "/recordings/vm.wav".into(),
             voicemail: VoicemailSettings::default(),
+            conversation_path: None,
         }
     }
 
@@ -474,13 +522,62 @@ pub(crate) mod tests {
         assert_eq!(
             outcome,
             InboundOutcome::Answered {
-                by: Some("cell".into())
+                by: Some("cell".into()),
+                conversation: None,
             }
         );
         assert_eq!(line, "Marie called; rang desk, cell; answered on cell");
         assert_eq!(
             call.actions(),
             vec!["bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_call_starts_the_session_recording_before_ringing() {
+        let mut plan = plan();
+        plan.conversation_path = Some("/recordings/call-u1.wav".into());
+        let call = ScriptedCall::new().bridge_gives(Ok(BridgeOutcome::Answered {
+            endpoint: Some(0),
+            channel: "sofia/internal/1000@10.0.0.2".into(),
+            other_uuid: None,
+        }));
+        let (outcome, line) = run(&call, &plan).await;
+        assert_eq!(
+            outcome,
+            InboundOutcome::Answered {
+                by: Some("desk".into()),
+                conversation: Some("/recordings/call-u1.wav".into()),
+            }
+        );
+        assert_eq!(
+            line,
+            "Marie called; rang desk, cell; answered on desk; conversation recorded in /recordings/call-u1.wav"
+        );
+        assert_eq!(
+            call.actions(),
+            vec![
+                "record_session /recordings/call-u1.wav",
+                "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
+            ]
+        );
+
+        // Nobody answers: the session recording stops before voicemail answers.
+        let call = ScriptedCall::new()
+            .bridge_gives(Ok(BridgeOutcome::Failed {
+                cause: "NO_ANSWER".into(),
+            }))
+            .record_gives(5_000, true);
+        let (outcome, _) = run(&call, &plan).await;
+        assert!(matches!(outcome, InboundOutcome::Voicemail { .. }));
+        assert_eq!(
+            call.actions()[..4],
+            [
+                "record_session /recordings/call-u1.wav",
+                "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
+                "stop_record_session /recordings/call-u1.wav",
+                "answer",
+            ]
         );
     }
 

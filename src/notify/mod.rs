@@ -416,6 +416,7 @@ impl CallContext<'_> {
             rules => record.rules_matched,
             devices => record.devices_rung,
             hangup_cause => record.hangup_cause,
+            conversation => record.conversation.as_ref().map(|path| path.display().to_string()),
             language => record.language,
             transcript => self.transcript.map(|t| t.text.clone()).filter(|t| !t.is_empty()),
             confidence => self.transcript.and_then(Transcript::mean_confidence)
@@ -562,6 +563,7 @@ mod tests {
             rules_matched: vec!["default".into()],
             deciding_rule: Some("default".into()),
             hangup_cause: Some("NORMAL_CLEARING".into()),
+            conversation: None,
         }
     }
 

@@ -171,7 +171,7 @@ mod tests {
             time => "Saturday 28 November 2026 14:03", called => "+1 514-555-0100",
             rule => "family", transcript => "bonjour", confidence => 91,
             no_transcript => "", devices => vec!["desk", "cell"], rules => vec!["family"],
-            hangup_cause => "NORMAL_CLEARING", outcome => "Voicemail, 0:42", voicemail => true,
+            hangup_cause => "NORMAL_CLEARING", conversation => "/recordings/call-1.wav", outcome => "Voicemail, 0:42", voicemail => true,
             what => "gateway did1 down", since => "14:03", detail => "", commit => "3f2a1c9",
             summary => "night rules", errors => vec!["rules/20-night.rhai:12: unknown key"],
         }

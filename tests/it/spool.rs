@@ -268,6 +268,7 @@ fn voicemail(uuid: &str, name: &str, contact: Option<&str>, secs: u64) -> CallRe
         rules_matched: vec!["family".into(), "default".into()],
         deciding_rule: Some("family".into()),
         hangup_cause: Some("NORMAL_CLEARING".into()),
+        conversation: None,
     }
 }
 

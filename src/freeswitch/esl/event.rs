@@ -707,6 +707,39 @@ pub fn parse_channel_list(output: &str) -> Result<Vec<ChannelSummary>, Error> {
     Ok(listing.rows)
 }
 
+/// One row of `show registrations as json` (the core registrations table mod_sofia fills).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RegistrationSummary {
+    pub reg_user: String,
+    #[serde(default)]
+    pub realm: String,
+    /// `sofia/internal/sip:1000@10.0.0.2:5060`.
+    #[serde(default)]
+    pub url: String,
+    /// When the registration expires, in seconds since the epoch (as text).
+    #[serde(default)]
+    pub expires: String,
+    #[serde(default)]
+    pub network_ip: String,
+    #[serde(default)]
+    pub network_port: String,
+}
+
+/// Parse the output of `show registrations as json` (`{"row_count":0}` when there are none).
+pub fn parse_registration_list(output: &str) -> Result<Vec<RegistrationSummary>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        #[serde(default)]
+        rows: Vec<RegistrationSummary>,
+    }
+    let listing: Listing = serde_json::from_str(output).map_err(|error| Error::Malformed {
+        format: "json",
+        what: "show registrations output",
+        detail: error.to_string(),
+    })?;
+    Ok(listing.rows)
+}
+
 /// What the inbound link reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -735,6 +768,9 @@ pub enum LinkEvent {
     /// so this replaces whatever was known before.
     Snapshot {
         channels: Vec<ChannelSummary>,
+        /// The devices registered right now; `None` when FreeSWITCH could not say (what
+        /// was known is then kept).
+        registrations: Option<Vec<RegistrationSummary>>,
     },
     LinkDown {
         reason: String,

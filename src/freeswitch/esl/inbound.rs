@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::command::{self, Command, Format};
-use super::event::{parse_channel_list, BodyFormat, LinkEvent};
+use super::event::{parse_channel_list, parse_registration_list, BodyFormat, LinkEvent};
 use super::frame::Frame;
 use crate::journal::Journal;
 use crate::settings::Secret;
@@ -543,6 +543,12 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
             command: "show",
             args: "channels as json",
         },
+        // Registrations made or dropped while the link was down sent their events to
+        // nobody: the registered devices are asked for as well.
+        Command::Api {
+            command: "show",
+            args: "registrations as json",
+        },
     ] {
         let wire = command.to_wire().map_err(|error| error.to_string())?;
         write
@@ -552,6 +558,7 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
     }
     let mut early = Vec::new();
     let mut subscribed = false;
+    let mut channels = None;
     let snapshot = loop {
         let frame = tokio::time::timeout(config.command_timeout, reader.next())
             .await
@@ -567,17 +574,26 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
                 }
                 subscribed = true;
             }
+            // API replies come in the order the commands were sent.
             Some("api/response") if subscribed => {
                 let output = frame
                     .body()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
-                match parse_channel_list(&output) {
-                    Ok(channels) => break LinkEvent::Snapshot { channels },
-                    Err(error) => {
-                        tracing::warn!("FreeSWITCH link: {error}");
+                match channels.take() {
+                    None => {
+                        channels = Some(parse_channel_list(&output).unwrap_or_else(|error| {
+                            tracing::warn!("FreeSWITCH link: {error}");
+                            Vec::new()
+                        }));
+                    }
+                    Some(channels) => {
+                        let registrations = parse_registration_list(&output)
+                            .map_err(|error| tracing::warn!("FreeSWITCH link: {error}"))
+                            .ok();
                         break LinkEvent::Snapshot {
-                            channels: Vec::new(),
+                            channels,
+                            registrations,
                         };
                     }
                 }
