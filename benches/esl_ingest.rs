@@ -1,7 +1,10 @@
 //! ESL event ingest over loopback: a local server plays FreeSWITCH, streaming a recorded mixed
 //! event stream (the json and plain events of the captures that patchbay subscribes to,
 //! repeated) as fast as the socket takes it; we measure events per second through the inbound
-//! client into its consumer, and how many were dropped.
+//! client into its consumer, and how many were dropped. The server is a plain OS thread (the
+//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime with the
+//! allocator of the `patchbay` binary. First it prints the decoder's own cost per event, on one
+//! thread without sockets, which does not depend on what else the machine is doing.
 //!
 //! Run: `cargo bench --bench esl_ingest` (release build). `ESL_INGEST_EVENTS` sets the count
 //! (default 1 000 000).
@@ -14,6 +17,10 @@ use patchbay::freeswitch::esl::frame::Frame;
 use patchbay::freeswitch::esl::inbound;
 use patchbay::journal::Journal;
 use patchbay::settings::Secret;
+
+/// The allocator the `patchbay` binary runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::{Read, Write};
 
 /// What patchbay subscribes to; FreeSWITCH sends nothing else on the link.
@@ -90,8 +97,8 @@ fn serve(listener: std::net::TcpListener, template: Vec<u8>, repeats: usize) {
     let _ = stream.write_all(&Frame::auth_request().to_wire());
     let mut buffer = Vec::new();
     let mut replied = 0;
-    // auth, event subscription, show channels: then stream.
-    while replied < 3 {
+    // auth, event subscription, show channels, show registrations: then stream.
+    while replied < 4 {
         let mut chunk = [0u8; 4096];
         let n = stream.read(&mut chunk).unwrap_or(0);
         if n == 0 {

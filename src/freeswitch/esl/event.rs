@@ -485,7 +485,7 @@ const KEPT_VARIABLE_NAMES: NameFilter = NameFilter::of(KEPT_VARIABLES);
 
 /// A 128-bit Bloom-style filter over a few header names, keyed on length and first and last
 /// byte: `false` means certainly not one of them, at the cost of a few integer operations.
-struct NameFilter(u128);
+struct NameFilter([u64; 2]);
 
 impl NameFilter {
     const fn slot(name: &[u8]) -> u32 {
@@ -498,17 +498,19 @@ impl NameFilter {
     }
 
     const fn of(names: &[&str]) -> NameFilter {
-        let mut bits = 0u128;
+        let mut bits = [0u64; 2];
         let mut index = 0;
         while index < names.len() {
-            bits |= 1 << NameFilter::slot(names[index].as_bytes());
+            let slot = NameFilter::slot(names[index].as_bytes());
+            bits[(slot >> 6) as usize] |= 1 << (slot & 63);
             index += 1;
         }
         NameFilter(bits)
     }
 
     fn may_hold(&self, name: &[u8]) -> bool {
-        self.0 & (1 << NameFilter::slot(name)) != 0
+        let slot = NameFilter::slot(name);
+        self.0[(slot >> 6) as usize] & (1 << (slot & 63)) != 0
     }
 }
 
@@ -532,7 +534,7 @@ pub struct ChannelEvent {
     pub application_response: Option<String>,
     pub dtmf_digit: Option<char>,
     /// The few `variable_*` values patchbay reads, without the prefix.
-    pub variables: Vec<(String, String)>,
+    pub variables: Vec<(&'static str, String)>,
 }
 
 impl ChannelEvent {
@@ -556,7 +558,7 @@ impl ChannelEvent {
     pub fn variable(&self, name: &str) -> Option<&str> {
         self.variables
             .iter()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| *key == name)
             .map(|(_, value)| value.as_str())
     }
 }
@@ -603,18 +605,29 @@ impl<'v> ChannelFields<'v> {
                 *slot = Some(value().into_owned());
             }
         }
-        // Most of the ~150 headers are none of ours: turn them away on a hash before any
-        // byte comparison.
-        if !header.starts_with(b"variable_") && !CHANNEL_FIELDS.may_hold(header) {
+        let channel = &mut self.channel;
+        if let Some(variable) = header.strip_prefix(b"variable_") {
+            // Most of the ~150 headers are none of ours: turn them away on a hash before any
+            // byte comparison.
+            if !KEPT_VARIABLE_NAMES.may_hold(variable) {
+                return;
+            }
+            let Some(kept) = KEPT_VARIABLES
+                .iter()
+                .find(|kept| kept.as_bytes() == variable)
+            else {
+                return;
+            };
+            if channel.variable(kept).is_none() {
+                channel.variables.push((kept, value().into_owned()));
+            }
             return;
         }
-        let channel = &mut self.channel;
+        if !CHANNEL_FIELDS.may_hold(header) {
+            return;
+        }
         match header {
-            b"Unique-ID" => {
-                if self.uuid.is_none() {
-                    self.uuid = Some(value());
-                }
-            }
+            b"Unique-ID" if self.uuid.is_none() => self.uuid = Some(value()),
             b"Channel-Name" => keep(&mut channel.name, value),
             b"Channel-Call-UUID" => keep(&mut channel.call_uuid, value),
             b"Call-Direction" => {
@@ -635,25 +648,7 @@ impl<'v> ChannelFields<'v> {
             b"Application-Data" => keep(&mut channel.application_data, value),
             b"Application-Response" => keep(&mut channel.application_response, value),
             b"DTMF-Digit" => channel.dtmf_digit = value().chars().next(),
-            _ => {
-                let Some(variable) = header.strip_prefix(b"variable_") else {
-                    return;
-                };
-                if !KEPT_VARIABLE_NAMES.may_hold(variable) {
-                    return;
-                }
-                let Some(kept) = KEPT_VARIABLES
-                    .iter()
-                    .find(|kept| kept.as_bytes() == variable)
-                else {
-                    return;
-                };
-                if channel.variable(kept).is_none() {
-                    channel
-                        .variables
-                        .push(((*kept).to_owned(), value().into_owned()));
-                }
-            }
+            _ => {}
         }
     }
 
