@@ -1,7 +1,10 @@
 //! ESL event ingest over loopback: a local server plays FreeSWITCH, streaming a recorded mixed
 //! event stream (the json and plain events of the captures that patchbay subscribes to,
 //! repeated) as fast as the socket takes it; we measure events per second through the inbound
-//! client into its consumer, and how many were dropped.
+//! client into its consumer, and how many were dropped. The server is a plain OS thread (the
+//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime with the
+//! allocator of the `patchbay` binary. First it prints the decoder's own cost per event, on one
+//! thread without sockets, which does not depend on what else the machine is doing.
 //!
 //! Run: `cargo bench --bench esl_ingest` (release build). `ESL_INGEST_EVENTS` sets the count
 //! (default 1 000 000).
@@ -9,13 +12,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use patchbay::freeswitch::esl::event::LinkEvent;
+use patchbay::freeswitch::esl::event::{BodyFormat, LinkEvent};
 use patchbay::freeswitch::esl::frame::Frame;
 use patchbay::freeswitch::esl::inbound;
 use patchbay::journal::Journal;
 use patchbay::settings::Secret;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+
+/// The allocator the `patchbay` binary runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use std::io::{Read, Write};
 
 /// What patchbay subscribes to; FreeSWITCH sends nothing else on the link.
 const SUBSCRIBED: &[&str] = &[
@@ -82,18 +88,19 @@ fn template() -> (Vec<u8>, usize) {
     (stream, count)
 }
 
-async fn serve(listener: TcpListener, template: Vec<u8>, repeats: usize) {
-    let Ok((stream, _)) = listener.accept().await else {
+/// Plays FreeSWITCH on its own OS thread with blocking sockets, as the real one is another
+/// process: sharing patchbay's runtime would let the scheduler put both ends on one core.
+fn serve(listener: std::net::TcpListener, template: Vec<u8>, repeats: usize) {
+    let Ok((mut stream, _)) = listener.accept() else {
         return;
     };
-    let (mut read, mut write) = stream.into_split();
-    let _ = write.write_all(&Frame::auth_request().to_wire()).await;
+    let _ = stream.write_all(&Frame::auth_request().to_wire());
     let mut buffer = Vec::new();
     let mut replied = 0;
-    // auth, event subscription, show channels: then stream.
-    while replied < 3 {
+    // auth, event subscription, show channels, show registrations: then stream.
+    while replied < 4 {
         let mut chunk = [0u8; 4096];
-        let n = read.read(&mut chunk).await.unwrap_or(0);
+        let n = stream.read(&mut chunk).unwrap_or(0);
         if n == 0 {
             return;
         }
@@ -106,18 +113,18 @@ async fn serve(listener: TcpListener, template: Vec<u8>, repeats: usize) {
             } else {
                 Frame::command_reply("+OK").to_wire()
             };
-            let _ = write.write_all(&reply).await;
+            let _ = stream.write_all(&reply);
             replied += 1;
         }
     }
     for _ in 0..repeats {
-        if write.write_all(&template).await.is_err() {
+        if stream.write_all(&template).is_err() {
             return;
         }
     }
     // Keep the socket open until the client is done.
     let mut sink = [0u8; 64];
-    let _ = read.read(&mut sink).await;
+    let _ = stream.read(&mut sink);
 }
 
 /// User + system CPU seconds this process has used (Linux `/proc/self/stat`, 100 Hz ticks).
@@ -130,6 +137,38 @@ fn cpu_seconds() -> Option<f64> {
     let user: f64 = fields.get(11)?.parse().ok()?;
     let system: f64 = fields.get(12)?.parse().ok()?;
     Some((user + system) / 100.0)
+}
+
+/// The decoder alone, on one thread, without sockets: frames split and events decoded as
+/// the inbound link does it. This is the part of the per-event cost that is ours; the best of
+/// several rounds, since other work on a shared machine only ever adds time.
+fn decode_only(template: &[u8]) {
+    let (rounds, passes) = (7, 300);
+    let mut best = f64::MAX;
+    let mut decoded = 0usize;
+    for _ in 0..rounds {
+        decoded = 0;
+        let started = Instant::now();
+        for _ in 0..passes {
+            let mut pos = 0;
+            while let Ok(Some((frame, used))) = Frame::parse(&template[pos..]) {
+                pos += used;
+                let format = match frame.content_type() {
+                    Some("text/event-json") => BodyFormat::Json,
+                    _ => BodyFormat::Plain,
+                };
+                let body = frame.body().unwrap_or_default();
+                if let Ok(Some(event)) = LinkEvent::from_body(format, body) {
+                    decoded += 1;
+                    std::hint::black_box(event);
+                }
+            }
+        }
+        best = best.min(started.elapsed().as_secs_f64() * 1e6 / decoded.max(1) as f64);
+    }
+    println!(
+        "esl_ingest: decode only, one thread, best of {rounds} rounds of {decoded} events: {best:.2} us/event"
+    );
 }
 
 fn main() {
@@ -145,43 +184,50 @@ fn main() {
         template.len() / 1024,
         template.len() * repeats / (1024 * 1024)
     );
+    decode_only(&template);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
-        tokio::spawn(serve(listener, template, repeats));
+        std::thread::spawn(move || serve(listener, template, repeats));
         let config = inbound::Config::new("127.0.0.1", addr.port(), Secret::new("ClueCon"));
         let (client, mut events) = inbound::Client::start(
             config,
             Journal::in_memory(chrono_tz::UTC),
             std::future::pending(),
         );
-        let mut received = 0usize;
-        let mut started = None;
-        let mut cpu_at_start = None;
-        while received < total {
-            let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await
-            else {
-                break;
-            };
-            match event {
-                LinkEvent::LinkUp | LinkEvent::Snapshot { .. } => {}
-                LinkEvent::LinkDown { reason } => {
-                    println!("link down: {reason}");
+        // The consumer is a task on the runtime, as patchbay's link watcher is; consuming
+        // on the thread that blocks on the runtime would measure thread wake-ups instead.
+        let consumer = tokio::spawn(async move {
+            let mut received = 0usize;
+            let mut started = None;
+            let mut cpu_at_start = None;
+            while received < total {
+                let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await
+                else {
                     break;
-                }
-                _ => {
-                    if started.is_none() {
-                        started = Some(Instant::now());
-                        cpu_at_start = cpu_seconds();
+                };
+                match event {
+                    LinkEvent::LinkUp | LinkEvent::Snapshot { .. } => {}
+                    LinkEvent::LinkDown { reason } => {
+                        println!("link down: {reason}");
+                        break;
                     }
-                    received += 1;
+                    _ => {
+                        if started.is_none() {
+                            started = Some(Instant::now());
+                            cpu_at_start = cpu_seconds();
+                        }
+                        received += 1;
+                    }
                 }
             }
-        }
+            (received, started, cpu_at_start)
+        });
+        let (received, started, cpu_at_start) = consumer.await.expect("consumer task");
         let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
         let rate = received as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
         println!(
@@ -198,6 +244,5 @@ fn main() {
                 received as f64 / cpu.max(f64::EPSILON)
             );
         }
-        let _ = TcpStream::connect(addr).await;
     });
 }

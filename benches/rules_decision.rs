@@ -149,6 +149,7 @@ fn main() {
         local_time,
         device_count: 2,
         busy: false,
+        do_not_disturb: false,
         state: "ringing".into(),
         hangup_cause: None,
     };

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::calls::flow::VoicemailSettings;
 use crate::calls::link::LinkWatcher;
+use crate::calls::mailbox::{DoNotDisturb, Mailbox};
 use crate::calls::outage::{Incident, Outages};
 use crate::calls::registry::{Registry, Status};
 use crate::calls::session::{self, Clock, Context, Incoming};
@@ -287,6 +288,8 @@ impl Daemon {
             voicemail: VoicemailSettings::default(),
             clock: Arc::clone(&clock),
             handoffs: Default::default(),
+            mailbox: Arc::new(Mailbox::new(&settings.recordings_dir)),
+            do_not_disturb: Arc::new(DoNotDisturb::load(&settings.recordings_dir)),
         });
         let calls_task = tokio::spawn(outbound::serve(
             outbound_listener,
@@ -325,6 +328,7 @@ impl Daemon {
                 journal.clone(),
                 clock,
             )
+            .with_rules(Arc::clone(handles.repo.cell()))
             .run(link_events),
         );
         // The person's email templates follow the live snapshot.

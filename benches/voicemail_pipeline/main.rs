@@ -253,6 +253,7 @@ fn main() {
             transfers: Vec::new(),
             drops: Vec::new(),
             conference: Vec::new(),
+            conversation: None,
         };
         let mails_before = std::fs::read_dir(maildir.join("new")).map_or(0, |d| d.count());
         let elapsed = runtime.block_on(async {

@@ -180,6 +180,7 @@ mod tests {
             transfers: Vec::new(),
             drops: Vec::new(),
             conference: Vec::new(),
+            conversation: None,
         }
     }
 

@@ -188,6 +188,11 @@ pub trait CallControl: Send + Sync {
     fn conference<'a>(&'a self, room: &'a str) -> ControlFuture<'a, ()>;
     /// Ring `dial` into conference `room`; whether it answered and joined.
     fn dial_into_conference<'a>(&'a self, room: &'a str, dial: &'a str) -> ControlFuture<'a, bool>;
+    /// Starts recording the whole conversation into `path` in the background
+    /// (`record_session`), from the moment the call is answered; it stops at hangup.
+    fn record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()>;
+    /// Stops a [`CallControl::record_session`] early (`stop_record_session`).
+    fn stop_record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()>;
     /// Events of this call from now on (DTMF, answer, bridge, hangup).
     fn subscribe(&self) -> broadcast::Receiver<CallEvent>;
 }

@@ -36,6 +36,8 @@ pub enum StraightToVoicemail {
     Busy,
     /// No device is registered and nothing else is set to ring.
     NothingToRing,
+    /// Do-not-disturb is on and the rules declined the call for it.
+    DoNotDisturb,
 }
 
 /// How voicemail records.
@@ -81,6 +83,8 @@ pub struct InboundPlan {
     /// Where the voicemail is recorded (a path FreeSWITCH writes).
     pub recording_path: String,
     pub voicemail: VoicemailSettings,
+    /// Record the conversation into this file when a device answers (rules' `record`).
+    pub conversation_path: Option<String>,
 }
 
 /// Why nobody heard from the caller.
@@ -101,6 +105,8 @@ pub enum InboundOutcome {
     Answered {
         /// The label of the device (or number) that answered, when known.
         by: Option<String>,
+        /// Where the conversation was recorded, when the plan asked for it.
+        conversation: Option<String>,
     },
     /// FreeSWITCH moved the answered call elsewhere (a device's REFER): it goes on in a new
     /// dialplan run, which finishes the record.
@@ -404,6 +410,7 @@ pub async fn inbound(
                 StraightToVoicemail::Declined => "declined by your rules",
                 StraightToVoicemail::Busy => "you were on another call",
                 StraightToVoicemail::NothingToRing => "no device was registered",
+                StraightToVoicemail::DoNotDisturb => "do-not-disturb was on",
             });
             Some(reason)
         }
@@ -413,10 +420,32 @@ pub async fn inbound(
         }
         None => {
             story.step(format!("rang {}", labels(&plan.ring)));
+            let mut recording = None;
+            if let Some(path) = &plan.conversation_path {
+                match control.record_session(path).await {
+                    Ok(()) => recording = Some(path.clone()),
+                    Err(error) if error.is_hangup() => {
+                        story.step("the caller hung up while it rang");
+                        return Ok(InboundOutcome::Missed(MissedReason::HungUpWhileRinging));
+                    }
+                    // Better an unrecorded call than a caller who never gets through.
+                    Err(error) => tracing::warn!("not recording the conversation: {error}"),
+                }
+            }
             match ring(control, features, &plan.ring, plan.ring_for).await {
                 Ok(Rang::Answered { by, end }) => {
                     story.step(answered_step("answered", &by));
-                    return talked(control, plan, features, story, handovers, by, end).await;
+                    if let Some(path) = &recording {
+                        story.step(format!("conversation recorded in {path}"));
+                    }
+                    let outcome = talked(control, plan, features, story, handovers, by, end).await;
+                    return outcome.map(|outcome| match outcome {
+                        InboundOutcome::Answered { by, .. } => InboundOutcome::Answered {
+                            by,
+                            conversation: recording,
+                        },
+                        other => other,
+                    });
                 }
                 Ok(Rang::NotAnswered(cause)) if cause == "ORIGINATOR_CANCEL" => {
                     story.step("the caller hung up while it rang");
@@ -424,6 +453,20 @@ pub async fn inbound(
                 }
                 Ok(Rang::NotAnswered(cause)) => {
                     story.step(no_answer_step(&cause, plan.ring_for));
+                    if let Some(path) = &recording {
+                        // Voicemail answers the call next: that is the message, not a
+                        // conversation.
+                        match control.stop_record_session(path).await {
+                            Ok(()) => {}
+                            Err(error) if error.is_hangup() => {
+                                story.step("hung up during the greeting");
+                                return Ok(InboundOutcome::Missed(
+                                    MissedReason::HungUpDuringGreeting,
+                                ));
+                            }
+                            Err(error) => tracing::warn!("{error}"),
+                        }
+                    }
                     None
                 }
                 Err(error) if error.is_hangup() => {
@@ -479,7 +522,10 @@ async fn three_way(
         clock_duration(began.elapsed().as_secs())
     ));
     let _ = control.hangup("NORMAL_CLEARING").await;
-    Ok(InboundOutcome::Answered { by })
+    Ok(InboundOutcome::Answered {
+        by,
+        conversation: None,
+    })
 }
 
 fn no_answer_step(cause: &str, ring_for: Duration) -> String {
@@ -506,7 +552,10 @@ async fn talked(
         let (rings, ring_for, again) = match end {
             TalkEnd::HungUp => {
                 let _ = control.hangup("NORMAL_CLEARING").await;
-                return Ok(InboundOutcome::Answered { by });
+                return Ok(InboundOutcome::Answered {
+                    by,
+                    conversation: None,
+                });
             }
             TalkEnd::TransferredAway(away) => {
                 return Ok(InboundOutcome::TransferredAway { by, away });
@@ -522,7 +571,10 @@ async fn talked(
                         cause_words(&cause)
                     ));
                     let _ = control.hangup("NORMAL_CLEARING").await;
-                    return Ok(InboundOutcome::Answered { by });
+                    return Ok(InboundOutcome::Answered {
+                        by,
+                        conversation: None,
+                    });
                 }
                 story.step(format!(
                     "the call dropped on {who} ({}); rang {} again",
@@ -533,7 +585,10 @@ async fn talked(
                 if let Err(error) = control.set_var("ringback", RINGBACK).await {
                     if error.is_hangup() {
                         story.step("the caller hung up");
-                        return Ok(InboundOutcome::Answered { by });
+                        return Ok(InboundOutcome::Answered {
+                            by,
+                            conversation: None,
+                        });
                     }
                 }
                 (plan.ring.clone(), plan.reoffer_for, true)
@@ -573,11 +628,17 @@ async fn talked(
             }
             Ok(Rang::NotAnswered(_)) => {
                 story.step("the caller hung up while it rang");
-                return Ok(InboundOutcome::Answered { by });
+                return Ok(InboundOutcome::Answered {
+                    by,
+                    conversation: None,
+                });
             }
             Err(error) if error.is_hangup() => {
                 story.step("the caller hung up while it rang");
-                return Ok(InboundOutcome::Answered { by });
+                return Ok(InboundOutcome::Answered {
+                    by,
+                    conversation: None,
+                });
             }
             Err(error) => return Err(error),
         }
@@ -855,6 +916,14 @@ pub(crate) mod tests {
             self.did(format!("dial {dial} into {room}"));
             Box::pin(async { Ok(true) })
         }
+        fn record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("record_session {path}"));
+            Box::pin(async { Ok(()) })
+        }
+        fn stop_record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+            self.did(format!("stop_record_session {path}"));
+            Box::pin(async { Ok(()) })
+        }
         fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
             self.events.subscribe()
         }
@@ -878,6 +947,7 @@ pub(crate) mod tests {
             greeting: Some("/greetings/wave_fr.wav".into()),
             recording_path: "/recordings/vm.wav".into(),
             voicemail: VoicemailSettings::default(),
+            conversation_path: None,
         }
     }
 
@@ -937,7 +1007,8 @@ pub(crate) mod tests {
         assert_eq!(
             outcome,
             InboundOutcome::Answered {
-                by: Some("cell".into())
+                by: Some("cell".into()),
+                conversation: None,
             }
         );
         assert_eq!(line, "Marie called; rang desk, cell; answered on cell");
@@ -946,6 +1017,57 @@ pub(crate) mod tests {
             vec![
                 "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
                 "hangup NORMAL_CLEARING"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_call_starts_the_session_recording_before_ringing() {
+        let mut plan = plan();
+        plan.conversation_path = Some("/recordings/call-u1.wav".into());
+        let call = ScriptedCall::new().bridge_gives(Ok(BridgeOutcome::Answered {
+            endpoint: Some(0),
+            channel: "sofia/internal/1000@10.0.0.2".into(),
+            other_uuid: None,
+            ended_by: Some("NORMAL_CLEARING".into()),
+            transferred: None,
+        }));
+        let (outcome, line) = run(&call, &plan).await;
+        assert_eq!(
+            outcome,
+            InboundOutcome::Answered {
+                by: Some("desk".into()),
+                conversation: Some("/recordings/call-u1.wav".into()),
+            }
+        );
+        assert_eq!(
+            line,
+            "Marie called; rang desk, cell; answered on desk; conversation recorded in /recordings/call-u1.wav"
+        );
+        assert_eq!(
+            call.actions(),
+            vec![
+                "record_session /recordings/call-u1.wav",
+                "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
+                "hangup NORMAL_CLEARING",
+            ]
+        );
+
+        // Nobody answers: the session recording stops before voicemail answers.
+        let call = ScriptedCall::new()
+            .bridge_gives(Ok(BridgeOutcome::Failed {
+                cause: "NO_ANSWER".into(),
+            }))
+            .record_gives(5_000, true);
+        let (outcome, _) = run(&call, &plan).await;
+        assert!(matches!(outcome, InboundOutcome::Voicemail { .. }));
+        assert_eq!(
+            call.actions()[..4],
+            [
+                "record_session /recordings/call-u1.wav",
+                "bridge user/1000@pbx,sofia/gateway/did1/+15145550100 for 30s",
+                "stop_record_session /recordings/call-u1.wav",
+                "answer",
             ]
         );
     }

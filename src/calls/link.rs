@@ -2,15 +2,22 @@
 //! gateway states go into the [`Registry`], failures become outage incidents, and the person
 //! reads one journal line per thing that changed (not one per retry).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::outage::{Change, Outages, Subject};
 use super::registry::{Health, Registry};
 use super::session::Clock;
-use crate::freeswitch::esl::event::{ChannelEventKind, GatewayState, LinkEvent};
+use crate::freeswitch::esl::event::{
+    ChannelEventKind, GatewayState, LinkEvent, RegistrationSummary,
+};
 use crate::journal::Journal;
+use crate::repo::Snapshot;
+use crate::rules::{SharedResources, Value};
 
 /// Applies link events as they come.
 pub struct LinkWatcher {
@@ -18,6 +25,8 @@ pub struct LinkWatcher {
     outages: Arc<Mutex<Outages>>,
     journal: Journal,
     clock: Clock,
+    /// The live phone repo, whose `outage::begin` / `outage::end` handlers run on changes.
+    rules: Option<Arc<ArcSwap<Snapshot>>>,
 }
 
 fn health(state: GatewayState) -> Health {
@@ -42,6 +51,56 @@ impl LinkWatcher {
             outages,
             journal,
             clock,
+            rules: None,
+        }
+    }
+
+    /// Runs the live rules' `outage::begin` and `outage::end` handlers for each incident.
+    pub fn with_rules(mut self, snapshots: Arc<ArcSwap<Snapshot>>) -> LinkWatcher {
+        self.rules = Some(snapshots);
+        self
+    }
+
+    /// An incident began or ended: journal line (unless `quiet`), then the rules' handlers.
+    fn changed(&self, change: &Change, quiet: bool) {
+        if !quiet {
+            self.journal.write(change.journal_line());
+        }
+        let Some(snapshots) = &self.rules else {
+            return;
+        };
+        let (event, data) = match change {
+            Change::Began(incident) => ("outage::begin", outage_data(incident, None)),
+            Change::Ended { incident, ended } => {
+                ("outage::end", outage_data(incident, Some(*ended)))
+            }
+            Change::Updated(_) => return,
+        };
+        let snapshot = snapshots.load_full();
+        if snapshot.rules().handler_count(event) == 0 {
+            return;
+        }
+        let journal = self.journal.clone();
+        let run = move || {
+            let resources: SharedResources = snapshot.clone();
+            let outcome = snapshot
+                .rules()
+                .run_event_without_call(event, &data, &resources);
+            for line in outcome.logs {
+                journal.write(line);
+            }
+            for error in outcome.errors {
+                journal.write(format!(
+                    "rule problem in an `on(\"{event}\")` handler: {error}"
+                ));
+            }
+        };
+        // Off the link's path: a slow handler must not hold up registrations.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(run);
+            }
+            Err(_) => run(),
         }
     }
 
@@ -61,7 +120,45 @@ impl LinkWatcher {
     fn ended(&self, subject: &Subject) {
         let change = self.outages().up(subject, (self.clock)());
         if let Some(change) = change {
-            self.journal.write(change.journal_line());
+            self.changed(&change, false);
+        }
+    }
+
+    /// After a (re)connect: FreeSWITCH's registrations replace what was known, since the
+    /// events of devices that came or went while the link was down reached nobody.
+    fn replace_registrations(&self, registrations: &[RegistrationSummary], now: DateTime<Utc>) {
+        let known = self.registry.registered_devices();
+        for extension in &known {
+            if !registrations.iter().any(|row| &row.reg_user == extension) {
+                self.registry.device_gone(extension);
+                self.journal.write(format!(
+                    "device {extension} signed off while the FreeSWITCH link was down"
+                ));
+            }
+        }
+        for row in registrations {
+            let expires_in = row.expires.parse::<i64>().ok().map_or(3600, |at| {
+                (at - now.timestamp()).clamp(1, i64::from(u32::MAX))
+            });
+            let new = self.registry.device_registered(
+                &row.reg_user,
+                &row.url,
+                &row.network_ip,
+                u32::try_from(expires_in).unwrap_or(u32::MAX),
+                now,
+            );
+            self.ended(&Subject::Device(row.reg_user.clone()));
+            if new {
+                self.journal.write(format!(
+                    "device {} registered from {}",
+                    row.reg_user,
+                    if row.network_ip.is_empty() {
+                        "an unknown address"
+                    } else {
+                        &row.network_ip
+                    }
+                ));
+            }
         }
     }
 
@@ -103,7 +200,7 @@ impl LinkWatcher {
                     now,
                 );
                 if let Change::Began(_) = change {
-                    self.journal.write(change.journal_line());
+                    self.changed(&change, false);
                 }
             }
             LinkEvent::GatewayState {
@@ -127,7 +224,7 @@ impl LinkWatcher {
                         };
                         let change = self.outages().down(subject, &detail, now);
                         if let Change::Began(_) = change {
-                            self.journal.write(change.journal_line());
+                            self.changed(&change, false);
                         }
                     }
                     Health::Up => {
@@ -147,11 +244,21 @@ impl LinkWatcher {
             }
             LinkEvent::LinkDown { reason } => {
                 // The inbound client writes the journal line; the incident feeds `status`.
-                self.outages().down(Subject::Link, reason, now);
+                let change = self.outages().down(Subject::Link, reason, now);
+                if let Change::Began(_) = change {
+                    self.changed(&change, true);
+                }
             }
             LinkEvent::LinkRestored { .. } | LinkEvent::LinkUp => {
-                self.outages().up(&Subject::Link, now);
+                let change = self.outages().up(&Subject::Link, now);
+                if let Some(change) = change {
+                    self.changed(&change, true);
+                }
             }
+            LinkEvent::Snapshot {
+                registrations: Some(registrations),
+                ..
+            } => self.replace_registrations(registrations, now),
             LinkEvent::Channel(channel) => match (&channel.kind, channel.dtmf_digit) {
                 (ChannelEventKind::Dtmf, Some(digit)) => {
                     self.registry.leg_digit(&channel.uuid, digit)
@@ -166,6 +273,34 @@ impl LinkWatcher {
             | LinkEvent::Snapshot { .. } => {}
         }
     }
+}
+
+/// `data` of the outage events: `#{ what, kind, name, detail, began, seconds }`.
+fn outage_data(
+    incident: &super::outage::Incident,
+    ended: Option<chrono::DateTime<chrono::Utc>>,
+) -> Value {
+    let (kind, name) = match &incident.subject {
+        Subject::Gateway(name) => ("gateway", name.as_str()),
+        Subject::Device(extension) => ("device", extension.as_str()),
+        Subject::Link => ("link", ""),
+    };
+    let seconds = ended.map_or(0, |ended| (ended - incident.began).num_seconds().max(0));
+    let mut data = BTreeMap::new();
+    data.insert("what".to_owned(), Value::from(incident.subject.to_string()));
+    data.insert("kind".to_owned(), Value::from(kind));
+    data.insert("name".to_owned(), Value::from(name));
+    data.insert("detail".to_owned(), Value::from(incident.detail.clone()));
+    data.insert(
+        "began".to_owned(),
+        Value::from(
+            incident
+                .began
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    );
+    data.insert("seconds".to_owned(), Value::Int(seconds));
+    Value::Map(data)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod control;
 pub mod flow;
 pub mod link;
+pub mod mailbox;
 mod model;
 pub mod outage;
 pub mod registry;

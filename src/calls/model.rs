@@ -54,6 +54,9 @@ pub struct Call {
     pub device_count: u32,
     /// Whether the person is already on another call.
     pub busy: bool,
+    /// Whether the person switched do-not-disturb on (`*86`, 3); kept across restarts.
+    #[serde(default)]
+    pub do_not_disturb: bool,
     /// Channel state in plain words ("ringing", "answered", "hangup").
     pub state: String,
     pub hangup_cause: Option<String>,

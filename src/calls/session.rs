@@ -14,11 +14,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-use super::control::{CallControl, CallEvent, DigitsRequest, RecordRequest};
+use super::control::{CallControl, CallEvent, DigitsRequest, PlaybackOutcome, RecordRequest};
 use super::flow::{
     self, Features, Handovers, InboundOutcome, InboundPlan, OutboundOutcome, OutboundPlan, Ring,
     StraightToVoicemail, VoicemailSettings,
 };
+use super::mailbox::{DoNotDisturb, Mailbox};
 use super::registry::Registry;
 use super::story::{which_number, who, Story};
 use super::{Call, Origin};
@@ -43,6 +44,10 @@ pub struct Context {
     pub spool: Option<Spool>,
     pub voicemail: VoicemailSettings,
     pub clock: Clock,
+    /// Voicemails kept for the `*86` menu, and which were heard.
+    pub mailbox: Arc<Mailbox>,
+    /// The do-not-disturb switch (`*86`, 3), read by every call.
+    pub do_not_disturb: Arc<DoNotDisturb>,
     /// Calls FreeSWITCH transferred away mid-call, waiting for their new socket session.
     pub handoffs: Handoffs,
 }
@@ -181,6 +186,7 @@ pub async fn handle(
         transfers: Vec::new(),
         drops: Vec::new(),
         conference: Vec::new(),
+        conversation: None,
     };
 
     let story = match origin {
@@ -219,17 +225,16 @@ pub async fn handle(
             story
         }
         Origin::Internal if decision.has_dialplan() => {
-            let mut story = Story::begin(format!(
-                "{} opened {}",
-                device_label(&snapshot, &context.settings, &incoming.caller_id_number),
-                call.destination_number
-            ));
+            let device = device_label(&snapshot, &context.settings, &incoming.caller_id_number);
+            let mut story = Story::begin(format!("{device} opened {}", call.destination_number));
             run_dialplan(
                 Arc::clone(&control),
                 &call,
                 &decision,
                 &snapshot,
                 &resources,
+                &context,
+                device,
                 &mut story,
             )
             .await;
@@ -291,11 +296,23 @@ async fn finish(
     context.registry.call_ended(&call.uuid);
     context.journal.write(story.line());
     run_event_handlers(&snapshot, &resources, &call, &record, &context.journal);
+    let recording = match &record.outcome {
+        Outcome::Voicemail { recording, .. } => Some(recording.clone()),
+        _ => None,
+    };
+    if let Some(recording) = &recording {
+        // Before the spool moves it away: the `*86` menu plays it from the mailbox.
+        if let Err(error) = context
+            .mailbox
+            .keep(recording, &record.uuid, record.started)
+        {
+            context.journal.write(format!(
+                "the voicemail from {} could not be kept for listening from the phone: {error}",
+                record.peer_label()
+            ));
+        }
+    }
     if let Some(spool) = &context.spool {
-        let recording = match &record.outcome {
-            Outcome::Voicemail { recording, .. } => Some(recording.clone()),
-            _ => None,
-        };
         if let Err(error) = spool.submit(record.clone(), recording.as_deref()).await {
             context.journal.write(format!(
                 "could not queue the call with {} for email and calendar: {error}",
@@ -458,6 +475,7 @@ fn build_call(
         local_time: now.with_timezone(&context.settings.timezone).naive_local(),
         device_count: context.registry.device_count(),
         busy: context.registry.busy(&incoming.uuid),
+        do_not_disturb: context.do_not_disturb.is_on(),
         state: "ringing".to_owned(),
         hangup_cause: None,
     }
@@ -702,7 +720,9 @@ async fn inbound(
         return (story, None);
     }
     let ring = rings(decision, snapshot, context, call);
-    let straight_to_voicemail = if decision.decline() {
+    let straight_to_voicemail = if decision.decline() && call.do_not_disturb {
+        Some(StraightToVoicemail::DoNotDisturb)
+    } else if decision.decline() {
         Some(StraightToVoicemail::Declined)
     } else if call.busy {
         Some(StraightToVoicemail::Busy)
@@ -737,6 +757,13 @@ async fn inbound(
         recording_path: recording_path.to_string_lossy().into_owned(),
         reoffer_for: Duration::from_secs(u64::from(settings.reoffer_seconds)),
         voicemail: context.voicemail.clone(),
+        conversation_path: decision.record().then(|| {
+            settings
+                .recordings_dir
+                .join(format!("call-{}.wav", file_name_part(&call.uuid)))
+                .to_string_lossy()
+                .into_owned()
+        }),
         ring,
     };
     if straight_to_voicemail.is_none() {
@@ -770,6 +797,15 @@ async fn run_inbound_plan(
     };
     let mut handovers = Handovers::default();
     let outcome = flow::inbound(control, plan, &features, story, &mut handovers).await;
+    let talked = matches!(
+        outcome,
+        Ok(InboundOutcome::Answered { .. } | InboundOutcome::TransferredAway { .. })
+    );
+    if let (Some(path), false) = (&plan.conversation_path, talked) {
+        // Nobody answered: nothing of a conversation to keep (FreeSWITCH writes no file
+        // before the answer; this clears one left by a call cut at the wrong moment).
+        let _ = std::fs::remove_file(path);
+    }
     for transfer in &handovers.transfers {
         if !record.devices_rung.contains(&transfer.to) {
             record.devices_rung.push(transfer.to.clone());
@@ -795,11 +831,12 @@ async fn run_inbound_plan(
             };
             return Some(by);
         }
-        Ok(InboundOutcome::Answered { by }) => {
+        Ok(InboundOutcome::Answered { by, conversation }) => {
             record.outcome = Outcome::Answered {
                 by_device: by.unwrap_or_else(|| "a device".to_owned()),
                 talk_secs: 0,
             };
+            record.conversation = conversation.map(Into::into);
         }
         Ok(InboundOutcome::Voicemail { path, ms, .. }) => {
             record.outcome = Outcome::Voicemail {
@@ -928,32 +965,53 @@ async fn outbound(
 }
 
 /// Drives a rules `dialplan` closure (a menu such as `*86`) on a blocking thread: the
-/// closure is synchronous, the call is not.
+/// closure is synchronous, the call is not. What the menu did goes into the story.
+#[allow(clippy::too_many_arguments)]
 async fn run_dialplan(
     control: Arc<dyn CallControl>,
     call: &Call,
     decision: &Decision,
     snapshot: &Arc<Snapshot>,
     resources: &SharedResources,
+    context: &Arc<Context>,
+    device: String,
     story: &mut Story,
 ) {
     let handle = tokio::runtime::Handle::current();
-    let (call, decision, snapshot, resources) = (
+    let (call, decision, snapshot, resources, context) = (
         call.clone(),
         decision.clone(),
         Arc::clone(snapshot),
         Arc::clone(resources),
+        Arc::clone(context),
     );
     let result = tokio::task::spawn_blocking(move || {
-        let mut script = BlockingScript { control, handle };
-        snapshot
+        let mut script = BlockingScript {
+            control,
+            handle,
+            language: decision.language().map(str::to_owned),
+            snapshot: Arc::clone(&snapshot),
+            context,
+            device,
+            steps: Vec::new(),
+            recordings: 0,
+        };
+        let result = snapshot
             .rules()
-            .run_dialplan(&decision, &call, &resources, &mut script)
+            .run_dialplan(&decision, &call, &resources, &mut script);
+        (result, script.steps)
     })
     .await;
     match result {
-        Ok(Ok(())) => story.step("menu finished"),
-        Ok(Err(error)) => story.step(format!("menu stopped: {error}")),
+        Ok((result, steps)) => {
+            for step in steps {
+                story.step(step);
+            }
+            match result {
+                Ok(()) => story.step("menu finished"),
+                Err(error) => story.step(format!("menu stopped: {error}")),
+            }
+        }
         Err(error) => story.step(format!("menu crashed: {error}")),
     }
 }
@@ -962,10 +1020,88 @@ async fn run_dialplan(
 struct BlockingScript {
     control: Arc<dyn CallControl>,
     handle: tokio::runtime::Handle,
+    /// The call's language, to find the language's version of a sound the menu plays.
+    language: Option<String>,
+    snapshot: Arc<Snapshot>,
+    context: Arc<Context>,
+    /// The device that opened the menu, as the journal names it.
+    device: String,
+    /// What the menu did, for the call's journal line.
+    steps: Vec<String>,
+    /// Recordings made so far on this call (each gets its own file).
+    recordings: u32,
 }
 
 fn script_error(error: impl std::fmt::Display) -> ScriptError {
     ScriptError::new(error.to_string())
+}
+
+/// Keeps the characters safe in a file name; caps the length.
+fn file_name_part(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(64)
+        .collect()
+}
+
+impl BlockingScript {
+    /// Records the caller into a new file of `recordings_dir` after an optional beep.
+    fn record_to(
+        &mut self,
+        prefix: &str,
+        max_seconds: u32,
+        beep: bool,
+    ) -> Result<super::control::RecordOutcome, ScriptError> {
+        if beep {
+            self.play(&self.context.voicemail.beep.clone())?;
+        }
+        self.recordings += 1;
+        let path = self.context.settings.recordings_dir.join(format!(
+            "{prefix}-{}-{}.wav",
+            file_name_part(self.control.uuid()),
+            self.recordings
+        ));
+        let request = RecordRequest {
+            path: path.to_string_lossy().into_owned(),
+            max: Duration::from_secs(u64::from(max_seconds)),
+            silence_threshold: Some(self.context.voicemail.silence_threshold),
+            silence: Duration::from_secs(3),
+        };
+        self.handle
+            .block_on(self.control.record(&request))
+            .map_err(script_error)
+    }
+
+    /// Commits a recorded greeting to the phone repo; `Ok` with the journal line.
+    fn commit_greeting(
+        &self,
+        name: &str,
+        recording: &std::path::Path,
+        length: &str,
+    ) -> Result<String, String> {
+        let bytes = std::fs::read(recording).map_err(|error| error.to_string())?;
+        crate::voicemail::read_wav(recording).map_err(|error| error.to_string())?;
+        let message = format!(
+            "Greeting {name} recorded on the phone\n\nRecorded by patchbay from {} (*86 menu), {length} long.\n",
+            self.device
+        );
+        let committed = crate::repo::commit_file(
+            &self.context.settings.repo,
+            &format!("{}{name}", crate::repo::GREETINGS_FOLDER),
+            &bytes,
+            &message,
+        )
+        .map_err(|error| error.to_string())?;
+        let short = committed.commit.get(..7).unwrap_or(&committed.commit);
+        let mut line = format!(
+            "greeting {name} recorded from {} ({length}) and committed to the phone repo ({short})",
+            self.device
+        );
+        if let Some(note) = committed.note {
+            line.push_str(&format!("; {note}"));
+        }
+        Ok(line)
+    }
 }
 
 impl CallScript for BlockingScript {
@@ -975,9 +1111,17 @@ impl CallScript for BlockingScript {
             .map_err(script_error)
     }
 
+    /// A greeting name of the phone repo ("menu_en.wav") plays the exported file; anything
+    /// else goes to FreeSWITCH as given (a path, a `tone_stream://`).
     fn play(&mut self, file: &str) -> Result<(), ScriptError> {
+        let resolved = self
+            .snapshot
+            .greetings()
+            .resolve(file, self.language.as_deref(), None)
+            .map(str::to_owned)
+            .unwrap_or_else(|| file.to_owned());
         self.handle
-            .block_on(self.control.playback(file))
+            .block_on(self.control.playback(&resolved))
             .map(|_| ())
             .map_err(script_error)
     }
@@ -997,23 +1141,14 @@ impl CallScript for BlockingScript {
     }
 
     fn record(&mut self, options: &RecordOptions) -> Result<String, ScriptError> {
-        if options.beep {
-            self.play("tone_stream://%(250,0,1000)")?;
-        }
-        let name = options
+        let prefix = options
             .name
-            .clone()
-            .unwrap_or_else(|| format!("memo-{}", self.control.uuid()));
-        let request = RecordRequest {
-            path: format!("/tmp/{name}.wav"),
-            max: Duration::from_secs(u64::from(options.max_seconds)),
-            silence_threshold: Some(200),
-            silence: Duration::from_secs(3),
-        };
-        self.handle
-            .block_on(self.control.record(&request))
+            .as_deref()
+            .map(file_name_part)
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "memo".to_owned());
+        self.record_to(&prefix, options.max_seconds, options.beep)
             .map(|outcome| outcome.path)
-            .map_err(script_error)
     }
 
     fn transfer(&mut self, extension: &str) -> Result<(), ScriptError> {
@@ -1028,20 +1163,106 @@ impl CallScript for BlockingScript {
             .map_err(script_error)
     }
 
+    /// Plays the new messages oldest first, marking each heard once it played to its end.
     fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
-        Err(ScriptError::new(
-            "listening to voicemails from the phone is not supported yet",
-        ))
+        let mailbox = Arc::clone(&self.context.mailbox);
+        let messages = mailbox.new_messages().map_err(|error| {
+            ScriptError::new(format!(
+                "cannot read the voicemails in {}: {error}",
+                mailbox.dir().display()
+            ))
+        })?;
+        let mut played = 0;
+        for message in &messages {
+            let path = message.to_string_lossy();
+            let outcome = self
+                .handle
+                .block_on(self.control.playback(&path))
+                .map_err(script_error)?;
+            match outcome {
+                PlaybackOutcome::Played => {
+                    played += 1;
+                    if let Err(error) = mailbox.mark_heard(message) {
+                        self.context.journal.write(format!(
+                            "a voicemail played on {} could not be marked as heard: {error}",
+                            self.device
+                        ));
+                    }
+                }
+                PlaybackOutcome::NotFound => {
+                    tracing::warn!("voicemail {path} not found by FreeSWITCH; skipped");
+                }
+                PlaybackOutcome::Interrupted { .. } => break,
+            }
+        }
+        self.steps.push(match (played, messages.len()) {
+            (0, 0) => "no new voicemail".to_owned(),
+            (1, 1) => "played the new voicemail".to_owned(),
+            (played, total) if played as usize == total => {
+                format!("played {played} new voicemails")
+            }
+            (played, total) => format!("played {played} of {total} new voicemails"),
+        });
+        Ok(played)
     }
 
-    fn record_greeting(&mut self, name: &str) -> Result<(), ScriptError> {
-        Err(ScriptError::new(format!(
-            "recording greeting {name} from the phone is not supported yet"
-        )))
+    fn record_greeting(&mut self, name: &str) -> Result<bool, ScriptError> {
+        let name = name.trim().trim_start_matches('/');
+        let name = if name.to_ascii_lowercase().ends_with(".wav") {
+            name.to_owned()
+        } else {
+            format!("{name}.wav")
+        };
+        let recorded = self.record_to("greeting", 120, true)?;
+        let recording = std::path::PathBuf::from(&recorded.path);
+        // The same boundary as voicemail, in milliseconds on both sides.
+        let min_ms = u64::try_from(self.context.voicemail.min_length.as_millis()).unwrap_or(0);
+        if recorded.ms < min_ms {
+            let _ = std::fs::remove_file(&recording);
+            self.steps
+                .push(format!("greeting {name} too short, not kept"));
+            return Ok(false);
+        }
+        let length = crate::journal::clock_duration(recorded.ms / 1000);
+        match self.commit_greeting(&name, &recording, &length) {
+            Ok(line) => {
+                let _ = std::fs::remove_file(&recording);
+                self.context.journal.write(line);
+                self.steps.push(format!("recorded greeting {name}"));
+                Ok(true)
+            }
+            Err(error) => {
+                self.context.journal.write(format!(
+                    "greeting {name} recorded from {} ({length}) but not committed to the phone repo: {error}; the recording is kept at {}",
+                    self.device,
+                    recording.display()
+                ));
+                self.steps
+                    .push(format!("greeting {name} recorded, not committed"));
+                Ok(false)
+            }
+        }
     }
 
     fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
-        Err(ScriptError::new("do-not-disturb is not supported yet"))
+        let now = (self.context.clock)();
+        let on = self.context.do_not_disturb.toggle(now).map_err(|error| {
+            ScriptError::new(format!("cannot save the do-not-disturb switch: {error}"))
+        })?;
+        self.context.journal.write(if on {
+            format!(
+                "do-not-disturb is on (switched on {}): calls from outside go straight to voicemail",
+                self.device
+            )
+        } else {
+            format!(
+                "do-not-disturb is off (switched on {}): calls from outside ring your phones again",
+                self.device
+            )
+        });
+        self.steps
+            .push(format!("do-not-disturb {}", if on { "on" } else { "off" }));
+        Ok(on)
     }
 }
 

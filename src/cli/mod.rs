@@ -82,6 +82,9 @@ pub struct SimulateArgs {
     /// Pretend the person is already on a call.
     #[arg(long)]
     pub busy: bool,
+    /// Pretend do-not-disturb is on (`*86`, 3).
+    #[arg(long)]
+    pub do_not_disturb: bool,
     /// Number of registered devices.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub devices: u32,

@@ -136,6 +136,7 @@ fn build_call(args: &SimulateArgs, region: Region, local_time: NaiveDateTime) ->
         local_time,
         device_count: args.devices,
         busy: args.busy,
+        do_not_disturb: args.do_not_disturb,
         state: "ringing".into(),
         hangup_cause: None,
     }
@@ -272,6 +273,9 @@ pub fn report(rules: &RuleSet, call: &Call, decision: &Decision, note: &str) -> 
             "not on a call"
         }
     ));
+    if call.do_not_disturb {
+        line(format!("  {:<12}on", "do-not-disturb"));
+    }
     line(format!("  {:<12}{note}", "repo"));
 
     let width = rules.rule_ids().map(str::len).max().unwrap_or(0).max(8);

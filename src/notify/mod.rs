@@ -431,6 +431,7 @@ impl CallContext<'_> {
             }).collect::<Vec<_>>(),
             conference => record.conference.iter().map(|who| header_text(who)).collect::<Vec<_>>(),
             hangup_cause => record.hangup_cause,
+            conversation => record.conversation.as_ref().map(|path| path.display().to_string()),
             language => record.language,
             transcript => self.transcript.map(|t| t.text.clone()).filter(|t| !t.is_empty()),
             confidence => self.transcript.and_then(Transcript::mean_confidence)
@@ -580,6 +581,7 @@ mod tests {
             transfers: Vec::new(),
             drops: Vec::new(),
             conference: Vec::new(),
+            conversation: None,
         }
     }
 

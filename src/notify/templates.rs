@@ -172,7 +172,7 @@ mod tests {
             rule => "family", transcript => "bonjour", confidence => 91,
             no_transcript => "", devices => vec!["desk", "cell"], rules => vec!["family"],
             transfers => vec!["desk to cell (transfer code)"], drops => Vec::<String>::new(),
-            conference => Vec::<String>::new(),
+            conference => Vec::<String>::new(), conversation => "/recordings/call-1.wav",
             hangup_cause => "NORMAL_CLEARING", outcome => "Voicemail, 0:42", voicemail => true,
             what => "gateway did1 down", since => "14:03", detail => "", commit => "3f2a1c9",
             summary => "night rules", errors => vec!["rules/20-night.rhai:12: unknown key"],

@@ -7,6 +7,7 @@
 //! Invariant: a bad commit never replaces a good snapshot; it is journaled once with the
 //! commit, file, line and reason, and the next good commit goes live normally.
 
+mod commit;
 mod create;
 mod greetings;
 mod phone;
@@ -15,6 +16,7 @@ mod snapshot;
 mod tree;
 mod watcher;
 
+pub use commit::{commit_file, CommitError, Committed};
 pub use create::{create_repo, DEMO_FILES};
 pub use greetings::{BadGreeting, GreetingIndex, GreetingStore, GREETINGS_FOLDER};
 pub use phone::{DeviceConfig, DidConfig, PhoneConfig, PhoneConfigError, KNOWN_CODECS};

@@ -225,7 +225,8 @@ pub struct EventOutcome {
 /// Lazily built Rhai views of the call and context, shared by the closures of one decision.
 struct Evaluation<'a> {
     rules: &'a RuleSet,
-    call: &'a Call,
+    /// `None` for events that happen outside any call (outages): closures get `()`.
+    call: Option<&'a Call>,
     resources: &'a SharedResources,
     call_value: Option<Dynamic>,
     tag: Option<Dynamic>,
@@ -235,15 +236,25 @@ struct Evaluation<'a> {
 
 impl<'a> Evaluation<'a> {
     fn new(rules: &'a RuleSet, call: &'a Call, resources: &'a SharedResources) -> Evaluation<'a> {
+        Evaluation::without_call(rules, resources).with_call(call)
+    }
+
+    fn without_call(rules: &'a RuleSet, resources: &'a SharedResources) -> Evaluation<'a> {
         Evaluation {
             rules,
-            call,
+            call: None,
             resources,
             call_value: None,
             tag: None,
-            language: call_language(call).map(str::to_owned),
+            language: None,
             logs: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    fn with_call(mut self, call: &'a Call) -> Evaluation<'a> {
+        self.call = Some(call);
+        self.language = call_language(call).map(str::to_owned);
+        self
     }
 
     fn set_language(&mut self, language: Option<&str>) {
@@ -262,7 +273,10 @@ impl<'a> Evaluation<'a> {
                     resources: self.resources.clone(),
                     now: self.rules.clock.now(),
                     language: self.language.clone(),
-                    contact_uid: self.call.contact.as_ref().map(|c| c.uid.clone()),
+                    contact_uid: self
+                        .call
+                        .and_then(|call| call.contact.as_ref())
+                        .map(|c| c.uid.clone()),
                     logs: self.logs.clone(),
                 }))
             })
@@ -272,7 +286,9 @@ impl<'a> Evaluation<'a> {
     fn call_value(&mut self) -> Dynamic {
         let call = self.call;
         self.call_value
-            .get_or_insert_with(|| Dynamic::from(RuleCall::new(call)))
+            .get_or_insert_with(|| {
+                call.map_or(Dynamic::UNIT, |call| Dynamic::from(RuleCall::new(call)))
+            })
             .clone()
     }
 
@@ -495,8 +511,27 @@ impl RuleSet {
         data: &Value,
         resources: &SharedResources,
     ) -> EventOutcome {
+        self.run_handlers(Evaluation::new(self, call, resources), event, data)
+    }
+
+    /// Runs the handlers of an event that belongs to no call (`outage::begin`,
+    /// `outage::end`) as `f((), data)`, like [`RuleSet::run_event`] otherwise.
+    pub fn run_event_without_call(
+        &self,
+        event: &str,
+        data: &Value,
+        resources: &SharedResources,
+    ) -> EventOutcome {
+        self.run_handlers(Evaluation::without_call(self, resources), event, data)
+    }
+
+    fn run_handlers(
+        &self,
+        mut evaluation: Evaluation<'_>,
+        event: &str,
+        data: &Value,
+    ) -> EventOutcome {
         let mut outcome = EventOutcome::default();
-        let mut evaluation = Evaluation::new(self, call, resources);
         for (_, closure) in self.handlers.iter().filter(|(name, _)| name == event) {
             outcome.handled += 1;
             if let Err(error) = evaluation.call(*closure, || data.to_dynamic()) {

@@ -163,6 +163,7 @@ mod tests {
                 .expect("valid time"),
             device_count: 2,
             busy: false,
+            do_not_disturb: false,
             state: "ringing".into(),
             hangup_cause: None,
         }
@@ -185,6 +186,20 @@ mod tests {
         assert_eq!(decision.voicemail_delay(), Some(25));
         assert_eq!(decision.language(), Some("en"));
         assert_eq!(decision.voicemail_greeting(), Some("wave.wav"));
+    }
+
+    #[test]
+    fn do_not_disturb_sends_calls_from_outside_straight_to_voicemail() {
+        let mut call = external("+15145550199", "CA", 14);
+        call.do_not_disturb = true;
+        let decision = decide(&call);
+        assert!(decision.decline());
+        assert_eq!(decision.voicemail_greeting(), Some("wave.wav"));
+        assert!(decision
+            .matched
+            .iter()
+            .any(|id| id.as_ref() == "do_not_disturb"));
+        assert!(!decide(&external("+15145550199", "CA", 14)).decline());
     }
 
     #[test]
@@ -294,9 +309,9 @@ mod tests {
             self.actions.push("voicemails".into());
             Ok(0)
         }
-        fn record_greeting(&mut self, name: &str) -> Result<(), ScriptError> {
+        fn record_greeting(&mut self, name: &str) -> Result<bool, ScriptError> {
             self.actions.push(format!("record greeting {name}"));
-            Ok(())
+            Ok(true)
         }
         fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
             self.dnd = !self.dnd;

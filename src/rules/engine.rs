@@ -212,6 +212,7 @@ fn field_value(call: &Call, name: &str) -> Dynamic {
         "language" => optional(call_language(call)),
         "device_count" => Dynamic::from_int(i64::from(call.device_count)),
         "busy" => Dynamic::from_bool(call.busy),
+        "do_not_disturb" => Dynamic::from_bool(call.do_not_disturb),
         "state" => call.state.clone().into(),
         "hangup_cause" => optional(call.hangup_cause.as_deref()),
         "time_interval" => Dynamic::from_int(i64::from(time.hour() * 100 + time.minute())),

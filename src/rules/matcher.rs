@@ -27,6 +27,7 @@ pub enum Field {
     Language,
     DeviceCount,
     Busy,
+    DoNotDisturb,
     State,
     HangupCause,
     TimeInterval,
@@ -34,7 +35,7 @@ pub enum Field {
 }
 
 /// Field names as rules write them.
-pub const FIELD_NAMES: [&str; 19] = [
+pub const FIELD_NAMES: [&str; 20] = [
     "uuid",
     "origin",
     "peer_number",
@@ -50,13 +51,14 @@ pub const FIELD_NAMES: [&str; 19] = [
     "language",
     "device_count",
     "busy",
+    "do_not_disturb",
     "state",
     "hangup_cause",
     "time_interval",
     "weekday",
 ];
 
-const FIELDS: [Field; 19] = [
+const FIELDS: [Field; 20] = [
     Field::Uuid,
     Field::Origin,
     Field::PeerNumber,
@@ -72,6 +74,7 @@ const FIELDS: [Field; 19] = [
     Field::Language,
     Field::DeviceCount,
     Field::Busy,
+    Field::DoNotDisturb,
     Field::State,
     Field::HangupCause,
     Field::TimeInterval,
@@ -138,7 +141,7 @@ impl FieldValue<'_> {
 
 /// A call's fields, computed once per decision.
 pub struct CallView<'a> {
-    values: [FieldValue<'a>; 19],
+    values: [FieldValue<'a>; 20],
     hhmm: u16,
     weekday: u8,
 }
@@ -174,6 +177,7 @@ impl<'a> CallView<'a> {
             optional(call_language(call)),
             FieldValue::Int(i64::from(call.device_count)),
             FieldValue::Bool(call.busy),
+            FieldValue::Bool(call.do_not_disturb),
             FieldValue::Str(&call.state),
             optional(call.hangup_cause.as_deref()),
             FieldValue::Int(i64::from(hhmm)),

@@ -63,8 +63,9 @@ pub trait CallScript {
     fn hangup(&mut self, cause: &str) -> Result<(), ScriptError>;
     /// `*86` menu: plays the voicemails not heard yet; returns how many there were.
     fn play_new_voicemails(&mut self) -> Result<u32, ScriptError>;
-    /// `*86` menu: records a new greeting `name` (e.g. "wave_fr.wav") into the phone repo.
-    fn record_greeting(&mut self, name: &str) -> Result<(), ScriptError>;
+    /// `*86` menu: records a new greeting `name` (e.g. "wave_fr.wav") into the phone repo;
+    /// returns whether it was kept (a recording under 2 s is discarded).
+    fn record_greeting(&mut self, name: &str) -> Result<bool, ScriptError>;
     /// `*86` menu: switches do-not-disturb; returns whether it is now on.
     fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError>;
 }
@@ -205,7 +206,7 @@ pub(super) fn register(engine: &mut Engine) {
     });
     engine.register_fn("record_greeting", |call: &mut ScriptCall, name: &str| {
         call.ask(Request::RecordGreeting(name.to_owned()))
-            .map(|_| ())
+            .map(|answer| matches!(answer, Answer::Flag(true)))
     });
     engine.register_fn("toggle_do_not_disturb", |call: &mut ScriptCall| {
         call.ask(Request::ToggleDoNotDisturb)
@@ -222,7 +223,7 @@ fn perform(script: &mut dyn CallScript, request: Request) -> Result<Answer, Scri
         Request::Transfer(extension) => script.transfer(&extension).map(|()| Answer::Done)?,
         Request::Hangup(cause) => script.hangup(&cause).map(|()| Answer::Done)?,
         Request::PlayNewVoicemails => Answer::Count(script.play_new_voicemails()?),
-        Request::RecordGreeting(name) => script.record_greeting(&name).map(|()| Answer::Done)?,
+        Request::RecordGreeting(name) => Answer::Flag(script.record_greeting(&name)?),
         Request::ToggleDoNotDisturb => Answer::Flag(script.toggle_do_not_disturb()?),
         Request::Finished => Answer::Done,
     })

@@ -31,6 +31,7 @@ fn call() -> Call {
         local_time: at(14, 30),
         device_count: 2,
         busy: false,
+        do_not_disturb: false,
         state: "ringing".into(),
         hangup_cause: None,
     }
@@ -989,6 +990,26 @@ on("missed", |call| log("missed"));
 }
 
 #[test]
+fn outage_handlers_get_no_call_and_the_outage_as_data() {
+    let set = compile(
+        r#"
+on("outage::begin", |call, data| log(`${data.what} down (${data.detail}); call is ${type_of(call)}`));
+on("outage::end", |call, data| { if call == () { log(`${data.what} back after ${data.seconds} s`); } });
+"#,
+    );
+    let mut data = std::collections::BTreeMap::new();
+    data.insert("what".to_owned(), Value::from("gateway did1"));
+    data.insert("detail".to_owned(), Value::from("FAILED 503"));
+    data.insert("seconds".to_owned(), Value::Int(42));
+    let data = Value::Map(data);
+    let outcome = set.run_event_without_call("outage::begin", &data, &resources());
+    assert_eq!(outcome.errors, []);
+    assert_eq!(outcome.logs, ["gateway did1 down (FAILED 503); call is ()"]);
+    let outcome = set.run_event_without_call("outage::end", &data, &resources());
+    assert_eq!(outcome.logs, ["gateway did1 back after 42 s"]);
+}
+
+#[test]
 fn unknown_event_is_an_error_with_suggestion() {
     let errors = compile_errors(r#"on("mised", |call| ());"#);
     assert_eq!(errors[0].hint.as_deref(), Some("did you mean \"missed\"?"));
@@ -1064,8 +1085,8 @@ impl CallScript for Silent {
     fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
         Ok(0)
     }
-    fn record_greeting(&mut self, _: &str) -> Result<(), ScriptError> {
-        Ok(())
+    fn record_greeting(&mut self, _: &str) -> Result<bool, ScriptError> {
+        Ok(true)
     }
     fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
         Ok(false)

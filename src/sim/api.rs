@@ -163,6 +163,63 @@ fn status(inner: &Inner) -> String {
     )
 }
 
+/// `show registrations [as json]`: the core registrations table, one row per device
+/// registered now. Columns as FreeSWITCH 1.10 has them (reg_user, realm, token, url,
+/// expires as epoch seconds, network_ip, network_port, network_proto, hostname, metadata).
+fn show_registrations(inner: &Inner, words: &[String]) -> String {
+    let domain = inner.config().domain.clone();
+    let hostname = inner.config().hostname.clone();
+    let rows: Vec<serde_json::Value> = lock_mutex(&inner.registrations)
+        .values()
+        .map(|reg| {
+            serde_json::json!({
+                "reg_user": reg.user,
+                "realm": domain,
+                "token": reg.call_id,
+                "url": format!("sofia/internal/sip:{}@127.0.0.1:{}", reg.user, reg.network_port),
+                "expires": reg.expires_at.to_string(),
+                "network_ip": "127.0.0.1",
+                "network_port": reg.network_port.to_string(),
+                "network_proto": "udp",
+                "hostname": hostname,
+                "metadata": "",
+            })
+        })
+        .collect();
+    let as_json = words.get(1).map(String::as_str) == Some("as")
+        && words.get(2).map(String::as_str) == Some("json");
+    if as_json {
+        if rows.is_empty() {
+            return "{\"row_count\":0}".to_owned();
+        }
+        return serde_json::json!({ "row_count": rows.len(), "rows": rows }).to_string();
+    }
+    let columns = [
+        "reg_user",
+        "realm",
+        "token",
+        "url",
+        "expires",
+        "network_ip",
+        "network_port",
+        "network_proto",
+        "hostname",
+        "metadata",
+    ];
+    let mut out = columns.join(",");
+    out.push('\n');
+    for row in &rows {
+        let fields: Vec<&str> = columns
+            .iter()
+            .map(|column| row[*column].as_str().unwrap_or(""))
+            .collect();
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out.push_str(&format!("\n{} total.\n", rows.len()));
+    out
+}
+
 fn show(inner: &Inner, args: &str) -> String {
     let words: Vec<String> = args
         .split_whitespace()
@@ -171,6 +228,9 @@ fn show(inner: &Inner, args: &str) -> String {
     let Some(what) = words.first() else {
         return "-USAGE: codec|endpoint|application|api|calls|channels|...\n".to_owned();
     };
+    if what == "registrations" {
+        return show_registrations(inner, &words);
+    }
     if what != "channels" && what != "calls" {
         return format!("-ERR Cannot find {what}!\n");
     }

@@ -121,6 +121,15 @@ pub(crate) struct Leg {
     socket_app_uuid: Option<String>,
     started: Instant,
     answered_at: Option<Instant>,
+    /// `record_session` recordings running in the background on this leg.
+    session_recordings: Vec<SessionRecording>,
+}
+
+/// One `record_session` media bug: where it writes and since when it hears the call.
+pub(crate) struct SessionRecording {
+    path: PathBuf,
+    /// `None` while it waits for the answer (`RECORD_ANSWER_REQ=true`).
+    since: Option<Instant>,
 }
 
 /// Why an app stopped early.
@@ -223,6 +232,7 @@ async fn run_inbound_call(inner: &Arc<Inner>, uuid: String, call: Call) -> CallS
         socket_app_uuid: None,
         started,
         answered_at: None,
+        session_recordings: Vec::new(),
     };
     leg.emit(
         "CHANNEL_CREATE",
@@ -751,6 +761,15 @@ impl Leg {
             }
             "playback" => self.playback(arg).await,
             "record" => self.record(arg).await,
+            "record_session" => {
+                self.start_session_recording(arg);
+                Ok(none())
+            }
+            "stop_record_session" => {
+                let path = self.recording_path(arg.trim());
+                self.stop_session_recordings(Some(&path));
+                Ok(none())
+            }
             "play_and_get_digits" => {
                 let words: Vec<&str> = arg.split_whitespace().collect();
                 let max: usize = words.get(1).and_then(|w| w.parse().ok()).unwrap_or(1);
@@ -835,6 +854,22 @@ impl Leg {
         });
         self.answered_at = Some(Instant::now());
         self.summary.answered = true;
+        let waiting: Vec<String> = self
+            .session_recordings
+            .iter_mut()
+            .filter(|recording| recording.since.is_none())
+            .map(|recording| {
+                recording.since = Some(Instant::now());
+                recording.path.display().to_string()
+            })
+            .collect();
+        for file in waiting {
+            self.emit(
+                "RECORD_START",
+                ("switch_ivr_async.c", "record_callback", 1),
+                &[("Record-File-Path", &file)],
+            );
+        }
         self.emit(
             "CHANNEL_ANSWER",
             (
@@ -874,6 +909,73 @@ impl Leg {
         Ok("FILE PLAYED".to_owned())
     }
 
+    /// A relative recording path is FreeSWITCH's recordings folder's.
+    fn recording_path(&self, raw_path: &str) -> PathBuf {
+        match (
+            &self.inner.config().recordings_dir,
+            Path::new(raw_path).is_relative(),
+        ) {
+            (Some(dir), true) => dir.join(raw_path),
+            _ => PathBuf::from(raw_path),
+        }
+    }
+
+    /// `record_session <path>`: a media bug records the call in the background until
+    /// `stop_record_session` or the hangup. With `RECORD_ANSWER_REQ=true` on a channel not
+    /// yet answered it starts (RECORD_START) at the answer, and writes no file if the call
+    /// is never answered, as mod_dptools does.
+    fn start_session_recording(&mut self, arg: &str) {
+        let Some(raw_path) = arg.split_whitespace().next() else {
+            return;
+        };
+        let path = self.recording_path(raw_path);
+        let answered = self.channel.with_data(|d| d.answered_us != 0);
+        let wait_for_answer = self.channel.var("RECORD_ANSWER_REQ").as_deref() == Some("true");
+        let since = (answered || !wait_for_answer).then(Instant::now);
+        if since.is_some() {
+            let file = path.display().to_string();
+            self.emit(
+                "RECORD_START",
+                ("switch_ivr_async.c", "record_callback", 1),
+                &[("Record-File-Path", &file)],
+            );
+        }
+        self.session_recordings
+            .push(SessionRecording { path, since });
+    }
+
+    /// Closes the session recordings (`path`'s, or all at hangup): the caller's audio is
+    /// silence here, as long as the recording heard the call; RECORD_STOP follows.
+    fn stop_session_recordings(&mut self, path: Option<&Path>) {
+        let (stopping, kept): (Vec<SessionRecording>, Vec<SessionRecording>) =
+            std::mem::take(&mut self.session_recordings)
+                .into_iter()
+                .partition(|recording| path.is_none_or(|path| recording.path == path));
+        self.session_recordings = kept;
+        for recording in stopping {
+            let Some(since) = recording.since else {
+                continue;
+            };
+            let seconds = since.elapsed().as_secs_f64() / self.inner.config().time_scale.max(1e-9);
+            let samples = (seconds.min(3600.0) * 8000.0).round() as usize;
+            if let Err(err) = write_wav(&recording.path, &[], samples) {
+                tracing::warn!(
+                    "fsim: {}: cannot write the recording: {err}",
+                    recording.path.display()
+                );
+            }
+            let file = recording.path.display().to_string();
+            self.emit(
+                "RECORD_STOP",
+                ("switch_ivr_async.c", "record_callback", 2),
+                &[("Record-File-Path", &file)],
+            );
+            let ms = (samples as u64 * 1000) / 8000;
+            self.inner.log().push(Entry::Recorded { path: file, ms });
+            self.summary.recordings.push(recording.path);
+        }
+    }
+
     /// `record <path> [limit_s] [thresh] [hits]`: the caller's clip, then silence, until the
     /// limit, the silence detector or the caller's hangup; written as 8 kHz 16-bit mono WAV.
     async fn record(&mut self, arg: &str) -> Result<String, (Interrupt, String)> {
@@ -881,13 +983,7 @@ impl Leg {
         let Some(raw_path) = words.first() else {
             return Ok("_none_".to_owned());
         };
-        let path = match (
-            &self.inner.config().recordings_dir,
-            Path::new(raw_path).is_relative(),
-        ) {
-            (Some(dir), true) => dir.join(raw_path),
-            _ => PathBuf::from(raw_path),
-        };
+        let path = self.recording_path(raw_path);
         let limit: Option<f64> = words
             .get(1)
             .and_then(|w| w.parse().ok())
@@ -1074,6 +1170,8 @@ impl Leg {
             ("switch_channel.c", "switch_channel_perform_hangup", 3104),
             &[],
         );
+        // The media bugs close with the channel: session recordings end here.
+        self.stop_session_recordings(None);
         if let Some((app, arg, app_uuid, response)) = running {
             self.channel
                 .set_var("current_application_response", response);

@@ -34,6 +34,8 @@ pub struct Registration {
     pub call_id: String,
     pub network_port: u16,
     pub expires: u32,
+    /// When the registration runs out, in seconds since the epoch (`show registrations`).
+    pub expires_at: u64,
     /// Variables the directory gave the user (caller ID, context, ...).
     pub variables: Vec<(String, String)>,
 }
@@ -137,6 +139,10 @@ pub(crate) async fn register(
         call_id,
         network_port: port,
         expires: 600,
+        expires_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+            + 600,
         variables,
     };
     emit_register(inner, &registration, &domain);

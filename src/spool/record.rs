@@ -39,6 +39,9 @@ pub struct CallRecord {
     /// The rule whose decision was applied, if any.
     pub deciding_rule: Option<String>,
     pub hangup_cause: Option<String>,
+    /// Where the conversation of an answered call was recorded (rules' `record`), if it was.
+    #[serde(default)]
+    pub conversation: Option<PathBuf>,
     /// Blind transfers during the call, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfers: Vec<Transfer>,

@@ -108,11 +108,21 @@ async fn nobody_answers_then_voicemail_is_recorded_mailed_and_logged() {
         .map(|(app, _, _)| app.as_str())
         .filter(|app| *app != "set")
         .collect();
+    // The default rules record calls from outside; nobody answered, so the conversation
+    // recording stops before voicemail answers and only the message is kept.
     assert!(
-        apps.starts_with(&["bridge", "answer", "playback", "playback"]),
+        apps.starts_with(&[
+            "record_session",
+            "bridge",
+            "stop_record_session",
+            "answer",
+            "playback",
+            "playback"
+        ]),
         "{:?}",
         summary.apps
     );
+    assert_eq!(summary.recordings.len(), 1, "{summary:?}");
     assert!(apps.contains(&"record"), "{apps:?}");
     let greeting = &summary
         .apps
@@ -397,14 +407,40 @@ registrar = "ok"
 proxy = "sip.example.net:5060"
 "#;
 
-/// The apps patchbay ran on the caller's channel, without the `set`s.
+/// The apps patchbay ran on the caller's channel, without the `set`s and the background
+/// recording of the conversation (the default rules record every outside call).
 fn apps_run(summary: &sim::CallSummary) -> Vec<&str> {
     summary
         .apps
         .iter()
         .map(|(app, _, _)| app.as_str())
-        .filter(|app| *app != "set")
+        .filter(|app| !matches!(*app, "set" | "record_session" | "stop_record_session"))
         .collect()
+}
+
+/// The voicemails `record` wrote (not the conversation `record_session` kept).
+fn voicemails(summary: &sim::CallSummary) -> Vec<&std::path::PathBuf> {
+    summary
+        .recordings
+        .iter()
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vm-"))
+        })
+        .collect()
+}
+
+/// A journal line without its "conversation recorded in <path>" step (the default rules
+/// record every outside call; the path is a temporary folder).
+fn without_recording_step(line: &str) -> String {
+    match line.find("; conversation recorded in ") {
+        Some(start) => {
+            let rest = &line[start + 2..];
+            let end = rest.find("; ").map_or(line.len(), |end| start + 2 + end);
+            format!("{}{}", &line[..start], &line[end..])
+        }
+        None => line.to_owned(),
+    }
 }
 
 /// The one calendar entry, with iCalendar's line folding undone.
@@ -451,7 +487,7 @@ async fn a_call_that_drops_on_the_desk_rings_again_and_the_desk_picks_up_again()
         .apps
         .iter()
         .any(|(app, arg, _)| app == "set" && arg.starts_with("ringback=")));
-    assert!(summary.recordings.is_empty(), "no voicemail");
+    assert!(voicemails(&summary).is_empty(), "no voicemail");
     assert_eq!(summary.hangup_cause, "NORMAL_CLEARING");
     let log = running.sim.log().entries();
     assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DeviceDropped { device, cause, .. } if device == "1000" && cause == "MEDIA_TIMEOUT")));
@@ -470,7 +506,7 @@ async fn a_call_that_drops_on_the_desk_rings_again_and_the_desk_picks_up_again()
             running.journal_has("answered again on extension 1000")
         })
         .await;
-    let line = journal_line(&running, "answered again on extension 1000");
+    let line = without_recording_step(&journal_line(&running, "answered again on extension 1000"));
     assert!(
         line.contains(
             "answered on extension 1000; the call dropped on extension 1000 (media timeout); \
@@ -511,7 +547,7 @@ async fn a_call_that_drops_and_nobody_picks_up_again_goes_to_voicemail() {
         "{:?}",
         summary.apps
     );
-    assert_eq!(summary.recordings.len(), 1, "a voicemail was recorded");
+    assert_eq!(voicemails(&summary).len(), 1, "a voicemail was recorded");
     let log = running.sim.log().entries();
     assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DeviceDropped { device, cause, .. } if device == "1000" && cause == "NORMAL_TEMPORARY_FAILURE")));
     running
@@ -590,7 +626,7 @@ async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phon
         bridges[1].contains("user/1001@") && !bridges[1].contains("user/1000@"),
         "the second bridge rings only the target: {bridges:?}"
     );
-    assert!(summary.recordings.is_empty(), "no voicemail");
+    assert!(voicemails(&summary).is_empty(), "no voicemail");
     let log = running.sim.log().entries();
     assert!(log.iter().any(|e| matches!(e, sim::log::Entry::DevicePressed { device, digits, .. } if device == "1000" && digits == "*11001#")));
     // patchbay hung the desk's leg up itself, on the call's own socket.
@@ -608,7 +644,7 @@ async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phon
             running.journal_has("transferred the call to")
         })
         .await;
-    let line = journal_line(&running, "transferred the call to");
+    let line = without_recording_step(&journal_line(&running, "transferred the call to"));
     assert!(
         line.contains(
             "answered on extension 1000; extension 1000 transferred the call to extension 1001; \
@@ -719,13 +755,13 @@ async fn the_desk_transfers_the_caller_by_refer_and_the_other_phone_answers() {
         1,
         "one journal line for the whole call: {lines:#?}"
     );
+    let line = without_recording_step(&lines[0]);
     assert!(
-        lines[0].contains(
+        line.contains(
             "answered on extension 1000; extension 1000 transferred the call to extension 1001; \
              rang extension 1001; answered on extension 1001"
         ),
-        "{}",
-        lines[0]
+        "{line}"
     );
     running
         .wait_until("the calendar entry", || {
@@ -860,7 +896,7 @@ async fn the_desk_makes_it_a_three_way_call_with_the_conference_code() {
             running.journal_has("three-way call")
         })
         .await;
-    let line = journal_line(&running, "three-way call");
+    let line = without_recording_step(&journal_line(&running, "three-way call"));
     assert!(
         line.contains(
             "answered on extension 1000; extension 1000 made it a three-way call: the caller, \
@@ -878,5 +914,541 @@ async fn the_desk_makes_it_a_three_way_call_with_the_conference_code() {
         event.contains("Three-way call with: extension 1000\\, extension 1001"),
         "{event}"
     );
+    running.stop().await;
+}
+
+/// A device dialling `*86` and pressing `digits` when the menu asks.
+fn menu_call(digits: &str) -> Call {
+    Call {
+        from: "1000".to_owned(),
+        to: "*86".to_owned(),
+        context: Some("default".to_owned()),
+        dtmf: digits.to_owned(),
+        // A caller who never hangs up: the menu itself must end the call.
+        ..Call::default()
+    }
+}
+
+/// What the call played, in order.
+fn played(summary: &sim::CallSummary) -> Vec<String> {
+    summary
+        .apps
+        .iter()
+        .filter(|(app, _, _)| app == "playback")
+        .map(|(_, arg, _)| arg.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_1_plays_new_voicemails_oldest_first_once() {
+    let scenario = SCENARIO.replace("behaviour = \"answer\"", "behaviour = \"no_answer\"");
+    let running = Running::start(&scenario, 1).await;
+    for (caller, messages) in [("+4915112345678", 1), ("+4930123456", 2)] {
+        let summary = running
+            .sim
+            .place_call(call_from(caller, "", Some(20.0)))
+            .finished()
+            .await
+            .unwrap();
+        assert_eq!(summary.recordings.len(), 1, "{summary:?}");
+        running
+            .wait_until("the voicemail kept in the mailbox", || {
+                running
+                    .files("recordings/mailbox")
+                    .iter()
+                    .filter(|path| path.extension().is_some_and(|ext| ext == "wav"))
+                    .count()
+                    == messages
+            })
+            .await;
+    }
+    let mut mailbox: Vec<String> = running
+        .files("recordings/mailbox")
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    mailbox.sort();
+
+    let summary = running
+        .sim
+        .place_call(menu_call("1"))
+        .finished()
+        .await
+        .unwrap();
+    let heard: Vec<String> = played(&summary)
+        .into_iter()
+        .filter(|file| file.contains("/mailbox/"))
+        .collect();
+    assert_eq!(heard, mailbox, "both messages, oldest first: {summary:?}");
+    assert_eq!(
+        summary.apps.last().map(|(app, _, _)| app.as_str()),
+        Some("hangup"),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the menu's journal line", || {
+            running.journal_has("extension 1000 opened *86; played 2 new voicemails; menu finished")
+        })
+        .await;
+
+    // Heard messages are not new any more: the second time there is nothing to play.
+    let summary = running
+        .sim
+        .place_call(menu_call("1"))
+        .finished()
+        .await
+        .unwrap();
+    let files = played(&summary);
+    assert!(
+        files.iter().all(|file| !file.contains("/mailbox/")),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"no_voicemail_en.wav".to_owned()),
+        "{files:?}"
+    );
+    running
+        .wait_until("the second menu's journal line", || {
+            running.journal_has("opened *86; no new voicemail; menu finished")
+        })
+        .await;
+    // What was heard is on disk, for the daemon's next start.
+    let heard = std::fs::read_to_string(running.dir.join("recordings/mailbox/heard.json")).unwrap();
+    for message in &mailbox {
+        let name = message.rsplit('/').next().unwrap();
+        assert!(heard.contains(name), "{heard}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_records_a_greeting_commits_it_and_the_next_caller_hears_it() {
+    let scenario = SCENARIO.replace("behaviour = \"answer\"", "behaviour = \"no_answer\"");
+    let running = Running::start(&scenario, 1).await;
+    let summary = running
+        .sim
+        .place_call(menu_call("2"))
+        .finished()
+        .await
+        .unwrap();
+    let apps: Vec<&str> = summary
+        .apps
+        .iter()
+        .map(|(app, _, _)| app.as_str())
+        .collect();
+    let record = apps
+        .iter()
+        .position(|app| *app == "record")
+        .expect("a record");
+    assert_eq!(
+        summary.apps[record - 1].1,
+        "tone_stream://%(250,0,1000)",
+        "a beep before recording: {:?}",
+        summary.apps
+    );
+    assert!(
+        played(&summary).contains(&"saved_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the greeting's journal line", || {
+            running.journal_has(
+                "greeting wave_en.wav recorded from extension 1000 (0:03) and committed to the phone repo",
+            )
+        })
+        .await;
+
+    let repo = git2::Repository::open(running.dir.join("phone")).unwrap();
+    let head = repo.head().unwrap().peel_to_commit().unwrap();
+    assert!(
+        head.message()
+            .unwrap()
+            .starts_with("Greeting wave_en.wav recorded on the phone"),
+        "{:?}",
+        head.message()
+    );
+    let entry = head
+        .tree()
+        .unwrap()
+        .get_path(std::path::Path::new("greetings/wave_en.wav"))
+        .expect("the greeting is in the commit");
+    let bytes = repo.find_blob(entry.id()).unwrap().content().to_vec();
+    let wav = hound::WavReader::new(std::io::Cursor::new(&bytes)).unwrap();
+    assert_eq!(wav.duration(), 3 * 8000, "3 s until the silence detector");
+    // The person's checkout shows the new greeting, with nothing left to commit.
+    assert_eq!(
+        std::fs::read(running.dir.join("phone/greetings/wave_en.wav")).unwrap(),
+        bytes
+    );
+    assert!(repo
+        .statuses(None)
+        .unwrap()
+        .iter()
+        .all(|status| status.status().is_empty()));
+
+    // The watcher takes the commit live; the next English-speaking caller hears it.
+    let short = head.id().to_string()[..7].to_owned();
+    running
+        .wait_until("the new commit to go live", || {
+            running.journal_has(&format!("commit {short} is live"))
+        })
+        .await;
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(8.0)))
+        .finished()
+        .await
+        .unwrap();
+    let greeting = running
+        .dir
+        .join("greetings")
+        .join(format!("{}.wav", entry.id()));
+    assert_eq!(
+        played(&summary).first(),
+        Some(&greeting.display().to_string()),
+        "{:?}",
+        summary.apps
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_3_switches_do_not_disturb_for_the_next_callers() {
+    let running = Running::start(SCENARIO, 10).await;
+    let summary = running
+        .sim
+        .place_call(menu_call("3"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        played(&summary).contains(&"dnd_on_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the switch's journal line", || {
+            running.journal_has("do-not-disturb is on (switched on extension 1000)")
+        })
+        .await;
+    // Kept on disk: a restarted daemon reads it back.
+    assert!(patchbay::calls::mailbox::DoNotDisturb::load(&running.dir.join("recordings")).is_on());
+
+    // The desk would answer after 1 s; with do-not-disturb nothing rings.
+    let summary = running
+        .sim
+        .place_call(call_from("+4915112345678", "", Some(12.0)))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        summary.apps.iter().all(|(app, _, _)| app != "bridge"),
+        "{:?}",
+        summary.apps
+    );
+    assert_eq!(summary.recordings.len(), 1, "{summary:?}");
+    running
+        .wait_until("the voicemail's journal line", || {
+            running.journal_has("do-not-disturb was on; voicemail 0:")
+        })
+        .await;
+
+    let summary = running
+        .sim
+        .place_call(menu_call("3"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(played(&summary).contains(&"dnd_off_en.wav".to_owned()));
+    running
+        .wait_until("the switch's second journal line", || {
+            running.journal_has("do-not-disturb is off (switched on extension 1000)")
+        })
+        .await;
+    // The menu call must be over, or the next caller finds the person busy.
+    running
+        .wait_until("the menu call to end", || {
+            running.handles.registry.status().calls.is_empty()
+        })
+        .await;
+    // From Canada: the default night filter lets it ring at any hour.
+    let summary = running
+        .sim
+        .place_call(call_from("+15145550199", "", None))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        summary.answered && summary.bridged_to.is_some(),
+        "{summary:?}; journal: {:#?}",
+        running.handles.journal.recent()
+    );
+    running.stop().await;
+}
+
+/// The default rules set `record` for calls from outside: the answered conversation is
+/// recorded from the answer to the hangup, and the journal and the calendar say where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_the_rules_record_is_recorded_and_its_file_named() {
+    let running = Running::start(SCENARIO, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+15145550199", "", None))
+        .finished()
+        .await
+        .unwrap();
+    assert!(summary.answered, "{summary:?}");
+    let recording = running
+        .dir
+        .join("recordings")
+        .join(format!("call-{}.wav", summary.uuid));
+    let apps: Vec<(&str, &str)> = summary
+        .apps
+        .iter()
+        .map(|(app, arg, _)| (app.as_str(), arg.as_str()))
+        .collect();
+    let session = apps
+        .iter()
+        .position(|(app, _)| *app == "record_session")
+        .unwrap_or_else(|| panic!("record_session was sent: {apps:?}"));
+    assert_eq!(apps[session].1, recording.display().to_string());
+    assert!(
+        apps[..session].contains(&("set", "RECORD_ANSWER_REQ=true")),
+        "{apps:?}"
+    );
+    let bridge = apps.iter().position(|(app, _)| *app == "bridge").unwrap();
+    assert!(
+        session < bridge,
+        "recording set up before the bridge: {apps:?}"
+    );
+    assert_eq!(summary.recordings, vec![recording.clone()]);
+    // The desk talks for 3 s after answering; the ringing before is not in the file.
+    let wav = hound::WavReader::open(&recording).unwrap();
+    let seconds = f64::from(wav.duration()) / 8000.0;
+    assert!((2.5..10.0).contains(&seconds), "{seconds} s");
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has(&format!(
+                "answered on extension 1000; conversation recorded in {}",
+                recording.display()
+            ))
+        })
+        .await;
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
+    let unfolded = event.replace("\r\n ", "");
+    assert!(
+        unfolded.contains(&format!("Recording: {}", recording.display())),
+        "{event}"
+    );
+    running.stop().await;
+}
+
+/// The person's rules hear about outages: `outage::begin` when a number's gateway goes
+/// down, `outage::end` with how long it lasted when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hear_when_a_gateway_goes_down_and_comes_back() {
+    const RULES: &str = r#"
+on("outage::begin", |call, data| log(`rules: ${data.what} went down (${data.detail}), call ${type_of(call)}`));
+on("outage::end", |call, data| log(`rules: ${data.kind} ${data.name} is back after ${data.seconds} s`));
+"#;
+    let running = Running::start_with_rules(SCENARIO, 10, RULES).await;
+    assert!(running.sim.kill_gateway("did1"));
+    running
+        .wait_until("the outage::begin handler's line", || {
+            running.journal_has("rules: gateway did1 went down (DOWN), call ()")
+        })
+        .await;
+    let gateway = patchbay::sim::scenario::Scenario::parse(
+        "[[gateway]]\nname = \"did1\"\nregistrar = \"ok\"\nproxy = \"sip.example.net:5060\"\n",
+        "test",
+    )
+    .unwrap()
+    .gateways
+    .remove(0);
+    running.sim.start_gateway(gateway);
+    running
+        .wait_until("the outage::end handler's line", || {
+            running.journal_has("rules: gateway did1 is back after ")
+        })
+        .await;
+    // The daemon's own lines are still there, once each.
+    let journal = running.handles.journal.recent();
+    assert_eq!(
+        journal
+            .iter()
+            .filter(|line| line.contains("outage: gateway did1 is down (DOWN)"))
+            .count(),
+        1,
+        "{journal:#?}"
+    );
+    running.stop().await;
+}
+
+/// Devices that come and go while FreeSWITCH is unreachable send their events to nobody:
+/// after the reconnect patchbay asks FreeSWITCH for its registrations, and `patchbay status`
+/// shows the devices really registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_freeswitch_restart_the_registered_devices_are_the_real_ones() {
+    let running = Running::start(SCENARIO, 10).await;
+    let status = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+            .args(["status", "--settings"])
+            .arg(running.dir.join("settings.json"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let registered = || {
+        let mut devices = running.handles.registry.registered_devices();
+        devices.sort();
+        devices
+    };
+    assert_eq!(registered(), ["1000", "1001"]);
+
+    // The desk phone signs off while FreeSWITCH is down for patchbay.
+    running.sim.kill();
+    running
+        .wait_until("the link to go down", || {
+            running.journal_has("FreeSWITCH link down")
+        })
+        .await;
+    assert!(running.sim.unregister("1001"));
+    running.sim.restart().await.unwrap();
+    running
+        .wait_until("the registrations to be read again", || {
+            registered() == ["1000"]
+        })
+        .await;
+    assert!(running.journal_has("device 1001 signed off while the FreeSWITCH link was down"));
+    running
+        .wait_until("`patchbay status` to show one device", || {
+            let text = status();
+            text.contains("Devices registered: 1\n  1000 ")
+        })
+        .await;
+
+    // And one that registers meanwhile is there after the next reconnect.
+    running.sim.kill();
+    running
+        .wait_until("the link to go down again", || {
+            running
+                .handles
+                .journal
+                .recent()
+                .iter()
+                .filter(|line| line.contains("FreeSWITCH link down"))
+                .count()
+                == 2
+        })
+        .await;
+    running.sim.register("1001", "pw1001").await.unwrap();
+    running.sim.restart().await.unwrap();
+    running
+        .wait_until("both devices again", || registered() == ["1000", "1001"])
+        .await;
+    running
+        .wait_until("`patchbay status` to show both devices", || {
+            status().contains("Devices registered: 2")
+        })
+        .await;
+    running.stop().await;
+}
+
+/// A phone repo fetched from a server is not patchbay's to write: the greeting stays in the
+/// recordings folder, the journal says where, and the caller hears it was not saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_with_a_fetched_repo_keeps_the_greeting_in_the_recordings() {
+    let running = Running::start_with_settings(SCENARIO, 10, "// mine\n", |settings| {
+        let person = settings.repo.path.clone();
+        settings.repo.remote = Some(person.display().to_string());
+        settings.repo.path = person.with_file_name("phone-copy.git");
+    })
+    .await;
+    let summary = running
+        .sim
+        .place_call(menu_call("2"))
+        .finished()
+        .await
+        .unwrap();
+    assert!(
+        played(&summary).contains(&"not_saved_en.wav".to_owned()),
+        "{:?}",
+        summary.apps
+    );
+    let kept = running
+        .dir
+        .join("recordings")
+        .join(format!("greeting-{}-1.wav", summary.uuid));
+    running
+        .wait_until("the greeting's journal line", || {
+            running.journal_has(&format!(
+                "greeting wave_en.wav recorded from extension 1000 (0:03) but not committed to the phone repo: the phone repo is fetched from a server (settings repo.remote); commit it there; the recording is kept at {}",
+                kept.display()
+            ))
+        })
+        .await;
+    let wav = hound::WavReader::open(&kept).unwrap();
+    assert_eq!(wav.duration(), 3 * 8000);
+    // Neither the person's repo nor patchbay's copy got a commit.
+    for repo in ["phone", "phone-copy.git"] {
+        let repo = git2::Repository::open(running.dir.join(repo)).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_glob("refs/*").unwrap();
+        let messages: Vec<String> = walk
+            .map(|id| {
+                repo.find_commit(id.unwrap())
+                    .unwrap()
+                    .message()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert!(
+            messages.iter().all(|m| !m.starts_with("Greeting")),
+            "{messages:?}"
+        );
+    }
+    running.stop().await;
+}
+
+/// A greeting under 2 s is a slip, not a greeting: nothing is committed or kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_86_then_2_and_hanging_up_at_once_commits_nothing() {
+    let running = Running::start(SCENARIO, 10).await;
+    // Menu digit after 0.5 s, beep for 1 s: the recording gets about 1.5 s.
+    let call = Call {
+        hangup_after: Some(3.0),
+        ..menu_call("2")
+    };
+    let summary = running.sim.place_call(call).finished().await.unwrap();
+    running
+        .wait_until("the menu's journal line", || {
+            running.journal_has("extension 1000 opened *86;")
+        })
+        .await;
+    let recorded = summary
+        .recordings
+        .iter()
+        .map(|path| hound::WavReader::open(path).map(|wav| wav.duration()))
+        .collect::<Vec<_>>();
+    assert!(
+        running.journal_has("greeting wave_en.wav too short, not kept"),
+        "{recorded:?}; {:#?}",
+        running.handles.journal.recent()
+    );
+    let repo = git2::Repository::open(running.dir.join("phone")).unwrap();
+    let head = repo.head().unwrap().peel_to_commit().unwrap();
+    assert_eq!(head.message().unwrap(), "my phone\n");
+    assert!(!running.dir.join("phone/greetings/wave_en.wav").exists());
+    for path in &summary.recordings {
+        assert!(!path.exists(), "{} was discarded", path.display());
+    }
     running.stop().await;
 }

@@ -590,3 +590,91 @@ async fn outbound_sessions_replayed_against_the_simulator_answer_like_freeswitch
             .unwrap();
     }
 }
+
+/// The inbound link's one-pass decoder must read every captured event exactly as the full
+/// header views do: same kind, same fields, same kept variables, same errors.
+#[test]
+fn the_one_pass_event_decoder_agrees_with_the_full_views_on_every_captured_event() {
+    use patchbay::freeswitch::esl::event::{BodyFormat, JsonView, LinkEvent, PlainView};
+    let mut compared = HashMap::<&str, usize>::new();
+    for name in FS_STREAMS {
+        for (frame, _) in split(&read(name), false) {
+            let (format, body) = match (frame.content_type(), frame.body()) {
+                (Some("text/event-plain"), Some(body)) => (BodyFormat::Plain, body),
+                (Some("text/event-json"), Some(body)) => (BodyFormat::Json, body),
+                _ => continue,
+            };
+            let full = match format {
+                BodyFormat::Plain => {
+                    PlainView::parse(body).and_then(|v| LinkEvent::from_headers(&v))
+                }
+                BodyFormat::Json => JsonView::parse(body).and_then(|v| LinkEvent::from_headers(&v)),
+            };
+            let fast = LinkEvent::from_body(format, body);
+            assert_eq!(fast, full, "{name}: {}", String::from_utf8_lossy(body));
+            let kind = match &fast {
+                Ok(Some(LinkEvent::Channel(_))) => "channel",
+                Ok(Some(LinkEvent::GatewayState { .. })) => "gateway",
+                Ok(Some(LinkEvent::DeviceRegistered(_))) => "register",
+                Ok(Some(_)) => "other",
+                Ok(None) => "unused",
+                Err(_) => "error",
+            };
+            *compared.entry(kind).or_default() += 1;
+        }
+    }
+    for kind in ["channel", "gateway", "register", "unused"] {
+        assert!(
+            compared.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} event: {compared:?}"
+        );
+    }
+}
+
+/// Caller-controlled text inside an event (escapes, multi-byte UTF-8, a forged header name
+/// inside a value) and damaged bodies: both decoders still agree, and damage is an error.
+#[test]
+fn the_one_pass_event_decoder_agrees_with_the_full_views_on_hostile_events() {
+    use patchbay::freeswitch::esl::event::{BodyFormat, JsonView, LinkEvent, PlainView};
+    let json = [
+        r#"{"Event-Name":"CHANNEL_CREATE","Unique-ID":"u1","Caller-Caller-ID-Name":"\"Unique-ID\":\"forged\" <é> \\ \u0041\ud83d\ude00","variable_sip_from_user":"+33 1","variable_sip_to_user":["a","b"]}"#,
+        r#"{"Event-Name":"CHANNEL_CREATE","Unique-ID":"u1","Caller-Caller-ID-Name":"cut"#,
+        r#"{"Event-Name":"CHANNEL_CREATE","Unique-ID":"u1","Session-Count":3}"#,
+        r#"{"Event-Name":"CHANNEL_CREATE","Caller-Caller-ID-Name":"no uuid"}"#,
+        r#"{"Event-Name":"CUSTOM","Event-Subclass":"sofia::gateway_state","Gateway":"did\"1","State":"REGED","Status":"200"}"#,
+        r#"{"Event-Name":"CUSTOM","Event-Subclass":"sofia::gateway_state","Gateway":"did1","State":"NOPE"}"#,
+        r#"{"Event-Name":"HEARTBEAT","Uptime-msec":"1234","Session-Count":"2"}"#,
+        r#"{"Event-Name":"CHANNEL_CREATE","Unique-ID":"u1"} {"#,
+    ];
+    for body in json {
+        let full = JsonView::parse(body.as_bytes()).and_then(|v| LinkEvent::from_headers(&v));
+        let fast = LinkEvent::from_body(BodyFormat::Json, body.as_bytes());
+        assert_eq!(fast, full, "{body}");
+    }
+    let plain: [&[u8]; 5] = [
+        b"Event-Name: CHANNEL_ANSWER\nUnique-ID: u1\nCaller-Caller-ID-Name: %22Unique-ID%3A%20forged%0A%22%20%3C%C3%A9%3E\nvariable_duration: 42\n\n",
+        b"Event-Name: CHANNEL_ANSWER\nUnique-ID: u1\nbroken line\n\n",
+        b"Event-Name: CUSTOM\nEvent-Subclass: sofia%3A%3Aregister\nusername: 1000\nrealm: example.org\nexpires: 300\n\n",
+        b"Event-Name: CUSTOM\nEvent-Subclass: sofia%3A%3Aregister\nrealm: example.org\n\n",
+        b"Event-Name: BACKGROUND_JOB\nJob-UUID: j1\nContent-Length: 4\n\n+OK\n",
+    ];
+    for body in plain {
+        let full = PlainView::parse(body).and_then(|v| LinkEvent::from_headers(&v));
+        let fast = LinkEvent::from_body(BodyFormat::Plain, body);
+        assert_eq!(fast, full, "{}", String::from_utf8_lossy(body));
+    }
+    // Where the full view gives up on what FreeSWITCH never sends (CRLF line ends, bytes that
+    // are not UTF-8), the one-pass decoder reads on: nothing is lost, bad bytes become U+FFFD.
+    let uuid_of = |body: &[u8]| match LinkEvent::from_body(BodyFormat::Plain, body) {
+        Ok(Some(LinkEvent::Channel(channel))) => channel.uuid,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        uuid_of(b"Event-Name: CHANNEL_ANSWER\r\nUnique-ID: u1\r\n\r\n"),
+        "u1"
+    );
+    assert_eq!(
+        uuid_of(b"Event-Name: CHANNEL_ANSWER\nUnique-ID: \xff\xfe\n\n"),
+        "\u{fffd}\u{fffd}"
+    );
+}

@@ -591,7 +591,12 @@ async fn serve_fake(
                 "api" if rest == "show channels as json" => {
                     let _ =
                         out_tx.send(Frame::api_response(script.channels_json.clone()).to_wire());
-                    // The stream starts once the client has its picture of the channels.
+                }
+                "api" if rest == "show registrations as json" => {
+                    let _ =
+                        out_tx.send(Frame::api_response("{\"row_count\":0}".to_owned()).to_wire());
+                    // The stream starts once the client has its picture of the channels
+                    // and registrations.
                     let _ = out_tx.send(script.after_subscribe.clone());
                 }
                 "api" => {
@@ -684,7 +689,7 @@ async fn inbound_subscribes_and_decodes_every_captured_event_kind() {
     })
     .await;
     let channels = wait_for(&mut events, Duration::from_secs(5), |e| match e {
-        LinkEvent::Snapshot { channels } => Some(channels.clone()),
+        LinkEvent::Snapshot { channels, .. } => Some(channels.clone()),
         _ => None,
     })
     .await;

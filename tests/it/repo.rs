@@ -334,6 +334,7 @@ fn call_from(snapshot: &patchbay::repo::Snapshot, number: &str) -> Call {
             .unwrap(),
         device_count: 2,
         busy: false,
+        do_not_disturb: false,
         state: "ringing".into(),
         hangup_cause: None,
     }

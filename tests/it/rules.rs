@@ -471,6 +471,7 @@ mod docs {
             local_time: time(23),
             device_count: 2,
             busy: false,
+            do_not_disturb: false,
             state: "ringing".into(),
             hangup_cause: None,
         };
@@ -513,8 +514,8 @@ mod docs {
         fn play_new_voicemails(&mut self) -> Result<u32, ScriptError> {
             Ok(1)
         }
-        fn record_greeting(&mut self, _: &str) -> Result<(), ScriptError> {
-            Ok(())
+        fn record_greeting(&mut self, _: &str) -> Result<bool, ScriptError> {
+            Ok(true)
         }
         fn toggle_do_not_disturb(&mut self) -> Result<bool, ScriptError> {
             Ok(true)

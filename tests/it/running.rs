@@ -37,6 +37,10 @@ pub(crate) fn phone_repo(dir: &Path, rules: &str) -> PathBuf {
             .unwrap();
     }
     wav.finalize().unwrap();
+    // The tests run at any hour: from 22:00 to 07:00 the default night filter would send
+    // every caller from abroad straight to voicemail, and the call tests would depend on
+    // the time of day.
+    let rules = format!("remove_rule(\"night_filter\");\n{rules}");
     std::fs::write(repo.join("rules/50-mine.rhai"), rules).unwrap();
     let git = |args: &[&str]| {
         let status = std::process::Command::new("git")
@@ -110,14 +114,23 @@ impl Running {
         voicemail_delay: u32,
         rules: &str,
     ) -> Running {
+        Self::start_with_settings(scenario, voicemail_delay, rules, |_| {}).await
+    }
+
+    /// As [`Running::start_with_rules`], with the settings changed by `adjust` first.
+    #[allow(dead_code)]
+    pub(crate) async fn start_with_settings(
+        scenario: &str,
+        voicemail_delay: u32,
+        rules: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Running {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_owned();
-        // The shipped night rule sends calls from abroad to voicemail between 22:00 and 07:00
-        // in the settings' timezone: without this, what rings would depend on the clock.
-        phone_repo(&dir, &format!("remove_rule(\"night_filter\");\n{rules}"));
-        let mut daemon = Daemon::bind(settings(&dir, voicemail_delay), None)
-            .await
-            .unwrap();
+        phone_repo(&dir, rules);
+        let mut settings = settings(&dir, voicemail_delay);
+        adjust(&mut settings);
+        let mut daemon = Daemon::bind(settings, None).await.unwrap();
         let config = sim::Config {
             xml_url: Some(format!("http://{}/freeswitch/xml", daemon.xml_address())),
             time_scale: 1.0,

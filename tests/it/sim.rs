@@ -296,6 +296,42 @@ async fn api_is_synchronous_and_unknown_commands_say_so() {
     );
 }
 
+/// `show registrations as json` lists the devices registered now, with FreeSWITCH's columns
+/// (what patchbay reads back after a reconnect).
+#[tokio::test]
+async fn show_registrations_lists_the_devices_registered_now() {
+    let sim = Sim::start(fast_config()).await.unwrap();
+    let mut client = Client::authed(&sim).await;
+    assert_eq!(
+        client.api("show registrations as json").await,
+        "{\"row_count\":0}"
+    );
+    sim.register("1000", "").await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&client.api("show registrations as json").await).unwrap();
+    assert_eq!(json["row_count"], 1);
+    let row = &json["rows"][0];
+    assert_eq!(row["reg_user"], "1000");
+    assert_eq!(row["network_ip"], "127.0.0.1");
+    assert_eq!(row["network_proto"], "udp");
+    let url = row["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("sofia/internal/sip:1000@127.0.0.1:"),
+        "{url}"
+    );
+    let expires: u64 = row["expires"].as_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now..=now + 600).contains(&expires), "{expires} vs {now}");
+    assert!(sim.unregister("1000"));
+    assert_eq!(
+        client.api("show registrations as json").await,
+        "{\"row_count\":0}"
+    );
+}
+
 #[tokio::test]
 async fn bgapi_replies_with_job_uuid_then_background_job() {
     let sim = Sim::start(fast_config()).await.unwrap();

@@ -271,6 +271,7 @@ fn voicemail(uuid: &str, name: &str, contact: Option<&str>, secs: u64) -> CallRe
         transfers: Vec::new(),
         drops: Vec::new(),
         conference: Vec::new(),
+        conversation: None,
     }
 }
 

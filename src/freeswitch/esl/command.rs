@@ -262,6 +262,12 @@ pub fn record_arg(path: &str, max_secs: u64, silence: Option<(u32, u64)>) -> Res
     })
 }
 
+/// The argument of `record_session` and `stop_record_session`: the path, one word.
+pub fn record_session_arg(command: &'static str, path: &str) -> Result<String, Error> {
+    word(command, "path", path)?;
+    Ok(path.to_owned())
+}
+
 /// The argument of `play_and_get_digits` (one try; the digits land in `variable`).
 pub fn digits_arg(
     min: u32,

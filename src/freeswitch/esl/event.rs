@@ -10,8 +10,10 @@
 use std::time::Duration;
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 use super::frame::url_decode;
+use super::scan::{self, RawValue};
 
 /// An event that cannot be turned into a plain type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -460,6 +462,58 @@ const KEPT_VARIABLES: &[&str] = &[
     "sip_req_user",
 ];
 
+/// The headers [`ChannelFields::take`] reads, besides `variable_*` ones.
+const CHANNEL_FIELDS: NameFilter = NameFilter::of(&[
+    "Unique-ID",
+    "Channel-Name",
+    "Channel-Call-UUID",
+    "Call-Direction",
+    "Answer-State",
+    "Hangup-Cause",
+    "Caller-Caller-ID-Name",
+    "Caller-Caller-ID-Number",
+    "Caller-Destination-Number",
+    "Other-Leg-Unique-ID",
+    "Application",
+    "Application-UUID",
+    "Application-Data",
+    "Application-Response",
+    "DTMF-Digit",
+]);
+
+const KEPT_VARIABLE_NAMES: NameFilter = NameFilter::of(KEPT_VARIABLES);
+
+/// A 128-bit Bloom-style filter over a few header names, keyed on length and first and last
+/// byte: `false` means certainly not one of them, at the cost of a few integer operations.
+struct NameFilter([u64; 2]);
+
+impl NameFilter {
+    const fn slot(name: &[u8]) -> u32 {
+        let (len, first, last) = match name {
+            [] => (0, 0, 0),
+            [first, .., last] => (name.len() as u32, *first as u32, *last as u32),
+            [only] => (1, *only as u32, *only as u32),
+        };
+        (len.wrapping_mul(31) ^ first.wrapping_mul(7) ^ last) & 127
+    }
+
+    const fn of(names: &[&str]) -> NameFilter {
+        let mut bits = [0u64; 2];
+        let mut index = 0;
+        while index < names.len() {
+            let slot = NameFilter::slot(names[index].as_bytes());
+            bits[(slot >> 6) as usize] |= 1 << (slot & 63);
+            index += 1;
+        }
+        NameFilter(bits)
+    }
+
+    fn may_hold(&self, name: &[u8]) -> bool {
+        let slot = NameFilter::slot(name);
+        self.0[(slot >> 6) as usize] & (1 << (slot & 63)) != 0
+    }
+}
+
 /// One channel event in plain words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelEvent {
@@ -480,7 +534,7 @@ pub struct ChannelEvent {
     pub application_response: Option<String>,
     pub dtmf_digit: Option<char>,
     /// The few `variable_*` values patchbay reads, without the prefix.
-    pub variables: Vec<(String, String)>,
+    pub variables: Vec<(&'static str, String)>,
 }
 
 impl ChannelEvent {
@@ -495,85 +549,119 @@ impl ChannelEvent {
         let Some(kind) = ChannelEventKind::parse(name) else {
             return Ok(None);
         };
-        // One pass over the headers (they number about a hundred) instead of a lookup per
-        // field: this runs for every event on the inbound link. FreeSWITCH spells these names
-        // one way only.
-        let mut channel = ChannelEvent {
-            kind,
-            name: None,
-            uuid: String::new(),
-            call_uuid: None,
-            direction: None,
-            answer_state: None,
-            hangup_cause: None,
-            caller_id_name: None,
-            caller_id_number: None,
-            destination_number: None,
-            other_leg_uuid: None,
-            application: None,
-            application_uuid: None,
-            application_data: None,
-            application_response: None,
-            dtmf_digit: None,
-            variables: Vec::new(),
-        };
-        let mut uuid = None;
-        let keep = |slot: &mut Option<String>, value: &str| {
-            if slot.is_none() {
-                *slot = Some(value.to_owned());
-            }
-        };
-        event.each(|header, value| match header {
-            "Unique-ID" => {
-                if uuid.is_none() {
-                    uuid = Some(value);
-                }
-            }
-            "Channel-Name" => keep(&mut channel.name, value),
-            "Channel-Call-UUID" => keep(&mut channel.call_uuid, value),
-            "Call-Direction" => {
-                channel.direction = match value {
-                    "inbound" => Some(Direction::Inbound),
-                    "outbound" => Some(Direction::Outbound),
-                    _ => None,
-                }
-            }
-            "Answer-State" => keep(&mut channel.answer_state, value),
-            "Hangup-Cause" => keep(&mut channel.hangup_cause, value),
-            "Caller-Caller-ID-Name" => keep(&mut channel.caller_id_name, value),
-            "Caller-Caller-ID-Number" => keep(&mut channel.caller_id_number, value),
-            "Caller-Destination-Number" => keep(&mut channel.destination_number, value),
-            "Other-Leg-Unique-ID" => keep(&mut channel.other_leg_uuid, value),
-            "Application" => keep(&mut channel.application, value),
-            "Application-UUID" => keep(&mut channel.application_uuid, value),
-            "Application-Data" => keep(&mut channel.application_data, value),
-            "Application-Response" => keep(&mut channel.application_response, value),
-            "DTMF-Digit" => channel.dtmf_digit = value.chars().next(),
-            _ => {
-                if let Some(variable) = header.strip_prefix("variable_") {
-                    if KEPT_VARIABLES.contains(&variable) && channel.variable(variable).is_none() {
-                        channel
-                            .variables
-                            .push((variable.to_owned(), value.to_owned()));
-                    }
-                }
-            }
-        });
-        channel.uuid = uuid
-            .ok_or_else(|| Error::MissingHeader {
-                event: name.to_owned(),
-                header: "Unique-ID",
-            })?
-            .to_owned();
-        Ok(Some(channel))
+        let mut fields = ChannelFields::new(kind);
+        event.each(|header, value| fields.take(header.as_bytes(), || Cow::Borrowed(value)));
+        fields.finish(name).map(Some)
     }
 
     /// A kept channel variable (name without `variable_`).
     pub fn variable(&self, name: &str) -> Option<&str> {
         self.variables
             .iter()
-            .find(|(key, _)| key == name)
+            .find(|(key, _)| *key == name)
             .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A [`ChannelEvent`] being filled from its headers, in one pass over them (they number
+/// about 150 and this runs for every event on the inbound link). Values are decoded only
+/// for the headers kept.
+struct ChannelFields<'v> {
+    channel: ChannelEvent,
+    uuid: Option<Cow<'v, str>>,
+}
+
+impl<'v> ChannelFields<'v> {
+    fn new(kind: ChannelEventKind) -> Self {
+        ChannelFields {
+            channel: ChannelEvent {
+                kind,
+                name: None,
+                uuid: String::new(),
+                call_uuid: None,
+                direction: None,
+                answer_state: None,
+                hangup_cause: None,
+                caller_id_name: None,
+                caller_id_number: None,
+                destination_number: None,
+                other_leg_uuid: None,
+                application: None,
+                application_uuid: None,
+                application_data: None,
+                application_response: None,
+                dtmf_digit: None,
+                variables: Vec::new(),
+            },
+            uuid: None,
+        }
+    }
+
+    /// Take one header. FreeSWITCH spells these names one way only; the first of a repeated
+    /// header wins, as [`Headers::header`] has it.
+    fn take(&mut self, header: &[u8], value: impl FnOnce() -> Cow<'v, str>) {
+        fn keep<'v>(slot: &mut Option<String>, value: impl FnOnce() -> Cow<'v, str>) {
+            if slot.is_none() {
+                *slot = Some(value().into_owned());
+            }
+        }
+        let channel = &mut self.channel;
+        if let Some(variable) = header.strip_prefix(b"variable_") {
+            // Most of the ~150 headers are none of ours: turn them away on a hash before any
+            // byte comparison.
+            if !KEPT_VARIABLE_NAMES.may_hold(variable) {
+                return;
+            }
+            let Some(kept) = KEPT_VARIABLES
+                .iter()
+                .find(|kept| kept.as_bytes() == variable)
+            else {
+                return;
+            };
+            if channel.variable(kept).is_none() {
+                channel.variables.push((kept, value().into_owned()));
+            }
+            return;
+        }
+        if !CHANNEL_FIELDS.may_hold(header) {
+            return;
+        }
+        match header {
+            b"Unique-ID" if self.uuid.is_none() => self.uuid = Some(value()),
+            b"Channel-Name" => keep(&mut channel.name, value),
+            b"Channel-Call-UUID" => keep(&mut channel.call_uuid, value),
+            b"Call-Direction" => {
+                channel.direction = match value().as_ref() {
+                    "inbound" => Some(Direction::Inbound),
+                    "outbound" => Some(Direction::Outbound),
+                    _ => None,
+                }
+            }
+            b"Answer-State" => keep(&mut channel.answer_state, value),
+            b"Hangup-Cause" => keep(&mut channel.hangup_cause, value),
+            b"Caller-Caller-ID-Name" => keep(&mut channel.caller_id_name, value),
+            b"Caller-Caller-ID-Number" => keep(&mut channel.caller_id_number, value),
+            b"Caller-Destination-Number" => keep(&mut channel.destination_number, value),
+            b"Other-Leg-Unique-ID" => keep(&mut channel.other_leg_uuid, value),
+            b"Application" => keep(&mut channel.application, value),
+            b"Application-UUID" => keep(&mut channel.application_uuid, value),
+            b"Application-Data" => keep(&mut channel.application_data, value),
+            b"Application-Response" => keep(&mut channel.application_response, value),
+            b"DTMF-Digit" => channel.dtmf_digit = value().chars().next(),
+            _ => {}
+        }
+    }
+
+    fn finish(self, event_name: &str) -> Result<ChannelEvent, Error> {
+        let mut channel = self.channel;
+        channel.uuid = self
+            .uuid
+            .ok_or_else(|| Error::MissingHeader {
+                event: event_name.to_owned(),
+                header: "Unique-ID",
+            })?
+            .into_owned();
+        Ok(channel)
     }
 }
 
@@ -614,6 +702,39 @@ pub fn parse_channel_list(output: &str) -> Result<Vec<ChannelSummary>, Error> {
     Ok(listing.rows)
 }
 
+/// One row of `show registrations as json` (the core registrations table mod_sofia fills).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RegistrationSummary {
+    pub reg_user: String,
+    #[serde(default)]
+    pub realm: String,
+    /// `sofia/internal/sip:1000@10.0.0.2:5060`.
+    #[serde(default)]
+    pub url: String,
+    /// When the registration expires, in seconds since the epoch (as text).
+    #[serde(default)]
+    pub expires: String,
+    #[serde(default)]
+    pub network_ip: String,
+    #[serde(default)]
+    pub network_port: String,
+}
+
+/// Parse the output of `show registrations as json` (`{"row_count":0}` when there are none).
+pub fn parse_registration_list(output: &str) -> Result<Vec<RegistrationSummary>, Error> {
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        #[serde(default)]
+        rows: Vec<RegistrationSummary>,
+    }
+    let listing: Listing = serde_json::from_str(output).map_err(|error| Error::Malformed {
+        format: "json",
+        what: "show registrations output",
+        detail: error.to_string(),
+    })?;
+    Ok(listing.rows)
+}
+
 /// What the inbound link reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
@@ -642,6 +763,9 @@ pub enum LinkEvent {
     /// so this replaces whatever was known before.
     Snapshot {
         channels: Vec<ChannelSummary>,
+        /// The devices registered right now; `None` when FreeSWITCH could not say (what
+        /// was known is then kept).
+        registrations: Option<Vec<RegistrationSummary>>,
     },
     LinkDown {
         reason: String,
@@ -681,6 +805,111 @@ impl LinkEvent {
             "CUSTOM" => custom_event(event),
             _ => Ok(ChannelEvent::from_headers(event)?
                 .map(|channel| LinkEvent::Channel(Box::new(channel)))),
+        }
+    }
+}
+
+/// How an event body is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Plain,
+    Json,
+}
+
+impl LinkEvent {
+    /// Decode one event body straight off the inbound link. Channel events, nearly all the
+    /// traffic, take one pass that decodes only the values kept (see [`super::scan`]); other
+    /// events, and bodies in a shape the scanners do not read, go through the full views.
+    pub fn from_body(format: BodyFormat, body: &[u8]) -> Result<Option<LinkEvent>, Error> {
+        fn scan<'b>(
+            format: BodyFormat,
+            body: &'b [u8],
+            visit: impl FnMut(&'b [u8], RawValue<'b>) -> ControlFlow<()>,
+        ) -> Result<(), scan::Unsupported> {
+            match format {
+                BodyFormat::Plain => scan::scan_plain(body, visit),
+                BodyFormat::Json => scan::scan_json(body, visit),
+            }
+        }
+        // FreeSWITCH writes Event-Name first, so finding it costs next to nothing.
+        let mut event_name = None;
+        let found = scan(format, body, |header, value| {
+            if header.eq_ignore_ascii_case(b"Event-Name") {
+                event_name = Some(value.decode());
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if let (Ok(()), Some(name)) = (found, &event_name) {
+            if let Some(kind) = ChannelEventKind::parse(name) {
+                let mut fields = ChannelFields::new(kind);
+                let whole = scan(format, body, |header, value| {
+                    fields.take(header, || value.decode());
+                    ControlFlow::Continue(())
+                });
+                if whole.is_ok() {
+                    return fields
+                        .finish(name)
+                        .map(|channel| Some(LinkEvent::Channel(Box::new(channel))));
+                }
+            } else if matches!(name.as_ref(), "CUSTOM" | "HEARTBEAT") {
+                // Registrations and gateway states are frequent too, and read a dozen
+                // headers: collect just those, then decode as usual.
+                let mut picked = Picked::default();
+                let whole = scan(format, body, |header, value| {
+                    if let Some(name) = PICKED_HEADERS
+                        .iter()
+                        .find(|name| name.as_bytes().eq_ignore_ascii_case(header))
+                    {
+                        picked.0.push((name, value.decode()));
+                    }
+                    ControlFlow::Continue(())
+                });
+                if whole.is_ok() {
+                    return LinkEvent::from_headers(&picked);
+                }
+            }
+        }
+        match format {
+            BodyFormat::Plain => LinkEvent::from_headers(&PlainView::parse(body)?),
+            BodyFormat::Json => LinkEvent::from_headers(&JsonView::parse(body)?),
+        }
+    }
+}
+
+/// Every header [`LinkEvent::from_headers`] reads from CUSTOM sofia events and HEARTBEAT.
+const PICKED_HEADERS: &[&str] = &[
+    "Event-Name",
+    "Event-Subclass",
+    "username",
+    "realm",
+    "user",
+    "host",
+    "contact",
+    "network-ip",
+    "expires",
+    "Gateway",
+    "State",
+    "Status",
+    "Phrase",
+    "Uptime-msec",
+    "Session-Count",
+];
+
+/// The [`PICKED_HEADERS`] of one event, decoded, in wire order.
+#[derive(Default)]
+struct Picked<'a>(Vec<(&'static str, Cow<'a, str>)>);
+
+impl Headers for Picked<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.0, name).map(|index| self.0[index].1.as_ref())
+    }
+    fn body(&self) -> Option<&str> {
+        None
+    }
+    fn each<'s>(&'s self, mut visit: impl FnMut(&'s str, &'s str)) {
+        for (name, value) in &self.0 {
+            visit(name, value);
         }
     }
 }

@@ -12,8 +12,8 @@
 //! capture stream, the crate spent about 110 µs of CPU per event (every header normalised
 //! against its header enum, lower-cased into an alias map and inserted in an IndexMap) and so
 //! could not come near the 200 000 events/s this link must take. Here frames are split with
-//! [`super::frame`] and event bodies are read as borrowed views ([`PlainView`],
-//! [`JsonView`]) that copy only the values patchbay keeps.
+//! [`super::frame`] and event bodies are read in one pass by [`super::scan`], which decodes
+//! only the values patchbay keeps.
 //!
 //! Invariant: events are never dropped silently. A full consumer queue stalls the reader for
 //! at most `overflow_wait` (FreeSWITCH buffers meanwhile, as it does for any slow reader);
@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::command::{self, Command, Format};
-use super::event::{parse_channel_list, Headers, JsonView, LinkEvent, PlainView};
+use super::event::{parse_channel_list, parse_registration_list, BodyFormat, LinkEvent};
 use super::frame::Frame;
 use crate::journal::Journal;
 use crate::settings::Secret;
@@ -405,6 +405,26 @@ impl FrameReader {
         }
     }
 
+    /// Like [`FrameReader::buffered`], but an event frame is decoded straight from the
+    /// buffer, without copying its body or its headers out first: events are nearly all the
+    /// traffic on this link.
+    fn buffered_incoming(&mut self) -> Result<Option<Incoming>, String> {
+        let rest = &self.buffer[self.start..];
+        let extent = match Frame::check(rest) {
+            Ok(Some(extent)) => extent,
+            Ok(None) => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+        };
+        let format = match extent.content_type(rest) {
+            Some(b"text/event-json") => BodyFormat::Json,
+            Some(b"text/event-plain") => BodyFormat::Plain,
+            _ => return Ok(self.buffered()?.map(Incoming::Frame)),
+        };
+        let event = decode_body(format, extent.body(rest));
+        self.start += extent.len();
+        Ok(Some(Incoming::Event(event)))
+    }
+
     /// The next frame; `Ok(None)` when FreeSWITCH closed the socket between frames.
     /// Cancel-safe: bytes are only ever appended once a read completed.
     async fn next(&mut self) -> Result<Option<Frame>, String> {
@@ -412,29 +432,56 @@ impl FrameReader {
             if let Some(frame) = self.buffered()? {
                 return Ok(Some(frame));
             }
-            if self.start > 0 {
-                self.buffer.drain(..self.start);
-                self.start = 0;
-            }
-            if self.buffer.capacity() - self.buffer.len() < 64 * 1024 {
-                self.buffer.reserve(256 * 1024);
-            }
-            let read = self
-                .read
-                .read_buf(&mut self.buffer)
-                .await
-                .map_err(|error| format!("read error: {error}"))?;
-            if read == 0 {
-                if self.buffer.is_empty() {
-                    return Ok(None);
-                }
-                return Err(format!(
-                    "connection closed in the middle of a frame ({} bytes buffered)",
-                    self.buffer.len()
-                ));
+            if !self.fill().await? {
+                return Ok(None);
             }
         }
     }
+
+    /// [`FrameReader::next`] with events decoded in place.
+    async fn next_incoming(&mut self) -> Result<Option<Incoming>, String> {
+        loop {
+            if let Some(incoming) = self.buffered_incoming()? {
+                return Ok(Some(incoming));
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Read more bytes; `Ok(false)` when FreeSWITCH closed the socket between frames.
+    async fn fill(&mut self) -> Result<bool, String> {
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buffer.capacity() - self.buffer.len() < 64 * 1024 {
+            self.buffer.reserve(256 * 1024);
+        }
+        let read = self
+            .read
+            .read_buf(&mut self.buffer)
+            .await
+            .map_err(|error| format!("read error: {error}"))?;
+        if read > 0 {
+            return Ok(true);
+        }
+        if self.buffer.is_empty() {
+            return Ok(false);
+        }
+        Err(format!(
+            "connection closed in the middle of a frame ({} bytes buffered)",
+            self.buffer.len()
+        ))
+    }
+}
+
+/// What the reader hands the pump: an event already decoded (`None` when patchbay does not
+/// use it or it could not be read, which is logged), or any other frame.
+enum Incoming {
+    Event(Option<LinkEvent>),
+    Frame(Frame),
 }
 
 /// Read frames until one of `content_type` comes (anything else before it is a protocol
@@ -499,6 +546,12 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
             command: "show",
             args: "channels as json",
         },
+        // Registrations made or dropped while the link was down sent their events to
+        // nobody: the registered devices are asked for as well.
+        Command::Api {
+            command: "show",
+            args: "registrations as json",
+        },
     ] {
         let wire = command.to_wire().map_err(|error| error.to_string())?;
         write
@@ -508,6 +561,7 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
     }
     let mut early = Vec::new();
     let mut subscribed = false;
+    let mut channels = None;
     let snapshot = loop {
         let frame = tokio::time::timeout(config.command_timeout, reader.next())
             .await
@@ -523,17 +577,26 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
                 }
                 subscribed = true;
             }
+            // API replies come in the order the commands were sent.
             Some("api/response") if subscribed => {
                 let output = frame
                     .body()
                     .map(String::from_utf8_lossy)
                     .unwrap_or_default();
-                match parse_channel_list(&output) {
-                    Ok(channels) => break LinkEvent::Snapshot { channels },
-                    Err(error) => {
-                        tracing::warn!("FreeSWITCH link: {error}");
+                match channels.take() {
+                    None => {
+                        channels = Some(parse_channel_list(&output).unwrap_or_else(|error| {
+                            tracing::warn!("FreeSWITCH link: {error}");
+                            Vec::new()
+                        }));
+                    }
+                    Some(channels) => {
+                        let registrations = parse_registration_list(&output)
+                            .map_err(|error| tracing::warn!("FreeSWITCH link: {error}"))
+                            .ok();
                         break LinkEvent::Snapshot {
-                            channels: Vec::new(),
+                            channels,
+                            registrations,
                         };
                     }
                 }
@@ -555,26 +618,25 @@ async fn connect(config: &Config) -> Result<(Arc<Link>, FrameReader, Vec<LinkEve
 
 /// Turn an event frame into a [`LinkEvent`]; `None` for frames patchbay does not use.
 fn decode(frame: &Frame) -> Option<LinkEvent> {
-    let body = frame.body()?;
-    let decoded = match frame.content_type() {
-        Some("text/event-json") => JsonView::parse(body).and_then(|view| from_view(&view)),
-        Some("text/event-plain") => PlainView::parse(body).and_then(|view| from_view(&view)),
+    let format = match frame.content_type() {
+        Some("text/event-json") => BodyFormat::Json,
+        Some("text/event-plain") => BodyFormat::Plain,
         other => {
             tracing::error!("FreeSWITCH link: dropped a frame of unexpected type {other:?}");
             return None;
         }
     };
-    match decoded {
+    decode_body(format, frame.body()?)
+}
+
+fn decode_body(format: BodyFormat, body: &[u8]) -> Option<LinkEvent> {
+    match LinkEvent::from_body(format, body) {
         Ok(event) => event,
         Err(error) => {
             tracing::error!("FreeSWITCH link: {error}");
             None
         }
     }
-}
-
-fn from_view(view: &impl Headers) -> Result<Option<LinkEvent>, super::event::Error> {
-    LinkEvent::from_headers(view)
 }
 
 /// Reconnect delay for the given failed attempt: exponential, capped, with ±20 % jitter so
@@ -712,7 +774,7 @@ async fn pump(
         let frame = tokio::select! {
             biased;
             _ = stop.wait_for(|stop| *stop) => return PumpEnd::Shutdown,
-            frame = tokio::time::timeout_at(deadline, reader.next()) => frame,
+            frame = tokio::time::timeout_at(deadline, reader.next_incoming()) => frame,
         };
         let frame = match frame {
             Err(_) => {
@@ -736,7 +798,7 @@ async fn pump(
             if let Some(end) = handle_frame(shared, link, frame, events, &mut notice).await {
                 return end;
             }
-            match reader.buffered() {
+            match reader.buffered_incoming() {
                 Ok(buffered) => next = buffered,
                 Err(error) => return PumpEnd::Lost(error),
             }
@@ -748,10 +810,18 @@ async fn pump(
 async fn handle_frame(
     shared: &Shared,
     link: &Link,
-    frame: Frame,
+    incoming: Incoming,
     events: &mpsc::Sender<LinkEvent>,
     notice: &mut Option<String>,
 ) -> Option<PumpEnd> {
+    let frame = match incoming {
+        Incoming::Event(Some(event)) => {
+            deliver(shared, events, event).await;
+            return None;
+        }
+        Incoming::Event(None) => return None,
+        Incoming::Frame(frame) => frame,
+    };
     match frame.content_type() {
         Some("command/reply") => link.on_reply(Reply {
             text: frame.header("Reply-Text").map(str::to_owned),

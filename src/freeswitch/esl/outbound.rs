@@ -888,6 +888,27 @@ impl CallControl for OutboundCall {
         })
     }
 
+    fn record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+        Box::pin(async move {
+            let arg = command::record_session_arg("record_session", path)
+                .map_err(|error| self.invalid(error))?;
+            // The caller's leg is answered when a device picks up: recording starts there,
+            // not during the ringing.
+            self.execute("set", Some("RECORD_ANSWER_REQ=true")).await?;
+            self.execute("record_session", Some(&arg)).await.map(|_| ())
+        })
+    }
+
+    fn stop_record_session<'a>(&'a self, path: &'a str) -> ControlFuture<'a, ()> {
+        Box::pin(async move {
+            let arg = command::record_session_arg("stop_record_session", path)
+                .map_err(|error| self.invalid(error))?;
+            self.execute("stop_record_session", Some(&arg))
+                .await
+                .map(|_| ())
+        })
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
     }
