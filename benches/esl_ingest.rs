@@ -2,9 +2,12 @@
 //! event stream (the json and plain events of the captures that patchbay subscribes to,
 //! repeated) as fast as the socket takes it; we measure events per second through the inbound
 //! client into its consumer, and how many were dropped. The server is a plain OS thread (the
-//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime with the
-//! allocator of the `patchbay` binary. First it prints the decoder's own cost per event, on one
-//! thread without sockets, which does not depend on what else the machine is doing.
+//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime. First
+//! it prints the decoder's own cost per event, on one thread without sockets, which does not
+//! depend on what else the machine is doing.
+//!
+//! mimalloc was tried: 15 % less CPU per event here, but call setup's p99 (benches/call_setup.rs)
+//! doubled to 8-12 ms, so patchbay stays on the system allocator.
 //!
 //! Run: `cargo bench --bench esl_ingest` (release build). `ESL_INGEST_EVENTS` sets the count
 //! (default 1 000 000).
@@ -17,10 +20,6 @@ use patchbay::freeswitch::esl::frame::Frame;
 use patchbay::freeswitch::esl::inbound;
 use patchbay::journal::Journal;
 use patchbay::settings::Secret;
-
-/// The allocator the `patchbay` binary runs with (src/main.rs).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::{Read, Write};
 
 /// What patchbay subscribes to; FreeSWITCH sends nothing else on the link.

@@ -694,6 +694,8 @@ impl Leg {
     /// sendmsg commands arriving meanwhile are queued.
     async fn wait(&mut self, duration: Duration) -> Result<(), Interrupt> {
         let deadline = Instant::now() + duration;
+        // A closed control channel answers at once: stop polling it rather than spin.
+        let mut controls_open = true;
         loop {
             let hangup_at = self.caller_hangup_at;
             tokio::select! {
@@ -701,10 +703,11 @@ impl Leg {
                 _ = sleep_until_opt(hangup_at), if hangup_at.is_some_and(|t| t <= deadline) => {
                     return Err(Interrupt::CallerHangup);
                 }
-                control = self.controls.recv() => match control {
+                control = self.controls.recv(), if controls_open => match control {
                     Some(Control::Message(frame)) => self.pending.push_back(frame),
                     Some(Control::Kill(cause)) => return Err(Interrupt::Kill(cause)),
-                    Some(Control::Transfer(_)) | None => {}
+                    Some(Control::Transfer(_)) => {}
+                    None => controls_open = false,
                 },
             }
         }
@@ -800,6 +803,9 @@ impl Leg {
         let uuid = self.channel.uuid().to_owned();
         self.answer();
         let kicked = super::conference::join(&self.inner, &room, &uuid, &name, mintwo);
+        // Once nobody can send controls any more, stop asking: a closed channel answers at
+        // once, and polling it in a loop would spin a core until the caller hangs up.
+        let mut controls_open = true;
         let result = loop {
             let hangup_at = self.caller_hangup_at;
             tokio::select! {
@@ -807,10 +813,11 @@ impl Leg {
                 _ = sleep_until_opt(hangup_at), if hangup_at.is_some() => {
                     break Err(Interrupt::CallerHangup);
                 }
-                control = self.controls.recv() => match control {
+                control = self.controls.recv(), if controls_open => match control {
                     Some(Control::Message(frame)) => self.pending.push_back(frame),
                     Some(Control::Kill(cause)) => break Err(Interrupt::Kill(cause)),
-                    Some(Control::Transfer(_)) | None => {}
+                    Some(Control::Transfer(_)) => {}
+                    None => controls_open = false,
                 },
             }
         };
