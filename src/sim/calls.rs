@@ -266,7 +266,9 @@ impl Channel {
         for (n, v) in extra_first {
             event.push(*n, *v);
         }
-        let data = lock_mutex(&self.data);
+        // A copy, not the guard: the other leg's data is locked below, and holding ours
+        // meanwhile deadlocks when that leg builds an event about us at the same moment.
+        let data = lock_mutex(&self.data).clone();
         let state = STATES.get(data.state).copied().unwrap_or("CS_NEW");
         event
             .push("Channel-State", state)
