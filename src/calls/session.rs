@@ -72,6 +72,16 @@ pub struct Handoffs {
     arrived: tokio::sync::Notify,
 }
 
+/// Leaves an answered call that FreeSWITCH transferred away to the session that continues
+/// it; returns the record as it stood, for this session's caller.
+fn hand_off(context: &Context, handoff: Handoff) -> CallRecord {
+    context.registry.call_ended(&handoff.call.uuid);
+    let kept = handoff.record.clone();
+    let uuid = handoff.call.uuid.clone();
+    context.handoffs.put(&uuid, handoff);
+    kept
+}
+
 impl Handoffs {
     fn put(&self, uuid: &str, handoff: Handoff) {
         self.waiting
@@ -206,10 +216,8 @@ pub async fn handle(
                 record.answered = *answered_at
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                context.registry.call_ended(&call.uuid);
-                let kept = record.clone();
-                context.handoffs.put(
-                    &call.uuid.clone(),
+                return hand_off(
+                    &context,
                     Handoff {
                         story,
                         record,
@@ -220,7 +228,6 @@ pub async fn handle(
                         by,
                     },
                 );
-                return kept;
             }
             story
         }
@@ -392,10 +399,8 @@ async fn transferred(
     }
     if let Some(by) = away {
         // Transferred on again: the next session finishes the call.
-        context.registry.call_ended(&call.uuid);
-        let kept = record.clone();
-        context.handoffs.put(
-            &call.uuid.clone(),
+        return hand_off(
+            &context,
             Handoff {
                 story,
                 record,
@@ -406,7 +411,6 @@ async fn transferred(
                 by,
             },
         );
-        return kept;
     }
     let resources: SharedResources = snapshot.clone();
     finish(call, record, story, snapshot, resources, context).await

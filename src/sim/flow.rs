@@ -690,11 +690,23 @@ impl Leg {
         Ok(())
     }
 
+    /// A control that arrived while an app runs: sendmsg commands are queued, a kill ends
+    /// the app. A closed channel answers at once, so `open` is cleared and it is not polled
+    /// again (polling it in a loop would spin a core).
+    fn while_busy(&mut self, control: Option<Control>, open: &mut bool) -> Option<Interrupt> {
+        match control {
+            Some(Control::Message(frame)) => self.pending.push_back(frame),
+            Some(Control::Kill(cause)) => return Some(Interrupt::Kill(cause)),
+            Some(Control::Transfer(_)) => {}
+            None => *open = false,
+        }
+        None
+    }
+
     /// Sleeps for an app's duration unless the caller hangs up or the channel is killed;
     /// sendmsg commands arriving meanwhile are queued.
     async fn wait(&mut self, duration: Duration) -> Result<(), Interrupt> {
         let deadline = Instant::now() + duration;
-        // A closed control channel answers at once: stop polling it rather than spin.
         let mut controls_open = true;
         loop {
             let hangup_at = self.caller_hangup_at;
@@ -703,12 +715,11 @@ impl Leg {
                 _ = sleep_until_opt(hangup_at), if hangup_at.is_some_and(|t| t <= deadline) => {
                     return Err(Interrupt::CallerHangup);
                 }
-                control = self.controls.recv(), if controls_open => match control {
-                    Some(Control::Message(frame)) => self.pending.push_back(frame),
-                    Some(Control::Kill(cause)) => return Err(Interrupt::Kill(cause)),
-                    Some(Control::Transfer(_)) => {}
-                    None => controls_open = false,
-                },
+                control = self.controls.recv(), if controls_open => {
+                    if let Some(kill) = self.while_busy(control, &mut controls_open) {
+                        return Err(kill);
+                    }
+                }
             }
         }
     }
@@ -803,8 +814,6 @@ impl Leg {
         let uuid = self.channel.uuid().to_owned();
         self.answer();
         let kicked = super::conference::join(&self.inner, &room, &uuid, &name, mintwo);
-        // Once nobody can send controls any more, stop asking: a closed channel answers at
-        // once, and polling it in a loop would spin a core until the caller hangs up.
         let mut controls_open = true;
         let result = loop {
             let hangup_at = self.caller_hangup_at;
@@ -813,12 +822,11 @@ impl Leg {
                 _ = sleep_until_opt(hangup_at), if hangup_at.is_some() => {
                     break Err(Interrupt::CallerHangup);
                 }
-                control = self.controls.recv(), if controls_open => match control {
-                    Some(Control::Message(frame)) => self.pending.push_back(frame),
-                    Some(Control::Kill(cause)) => break Err(Interrupt::Kill(cause)),
-                    Some(Control::Transfer(_)) => {}
-                    None => controls_open = false,
-                },
+                control = self.controls.recv(), if controls_open => {
+                    if let Some(kill) = self.while_busy(control, &mut controls_open) {
+                        break Err(kill);
+                    }
+                }
             }
         };
         super::conference::leave(&self.inner, &room, &uuid, &name);
