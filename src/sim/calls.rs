@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::freeswitch::esl::frame::Frame;
 
@@ -98,13 +98,14 @@ pub struct Channel {
     control_tx: mpsc::UnboundedSender<Control>,
     /// Flips to true once the channel has hung up and sent HANGUP_COMPLETE.
     down: watch::Sender<bool>,
-    /// Set when the outbound socket controlling the channel is closed.
-    socket_gone: AtomicBool,
+    /// True once the outbound socket controlling the channel is closed.
+    socket_gone: watch::Sender<bool>,
     /// The simulator was killed: the channel vanishes without a single event.
     crashed: AtomicBool,
-    socket_notify: Notify,
-    /// Asks the outbound session to say goodbye and close (the call was transferred).
-    detach: Notify,
+    /// True while the outbound session is asked to say goodbye and close (the call was
+    /// transferred). A state rather than a wake-up: a request made after that socket already
+    /// closed must not close the next one.
+    detach: watch::Sender<bool>,
 }
 
 pub(crate) fn now_us() -> i64 {
@@ -125,10 +126,9 @@ impl Channel {
             data: Mutex::new(data),
             control_tx,
             down,
-            socket_gone: AtomicBool::new(false),
+            socket_gone: watch::Sender::new(false),
             crashed: AtomicBool::new(false),
-            socket_notify: Notify::new(),
-            detach: Notify::new(),
+            detach: watch::Sender::new(false),
         });
         lock_mutex(&inner.channels).insert(uuid, Arc::clone(&channel));
         inner.count_session();
@@ -209,29 +209,26 @@ impl Channel {
     }
 
     pub(crate) fn detach_socket(&self) {
-        self.detach.notify_one();
+        self.detach.send_replace(true);
     }
 
     pub(crate) async fn detached(&self) {
-        self.detach.notified().await;
+        // The sender lives as long as the channel, so the wait only ends by the request.
+        let _ = self.detach.subscribe().wait_for(|asked| *asked).await;
     }
 
     /// A new outbound socket may attach after a transfer.
     pub(crate) fn reset_socket(&self) {
-        self.socket_gone.store(false, Ordering::Relaxed);
+        self.detach.send_replace(false);
+        self.socket_gone.send_replace(false);
     }
 
     pub(crate) fn socket_closed(&self) {
-        self.socket_gone.store(true, Ordering::Relaxed);
-        self.socket_notify.notify_waiters();
-        self.socket_notify.notify_one();
+        self.socket_gone.send_replace(true);
     }
 
     pub(crate) async fn wait_socket_closed(&self) {
-        // A stored wake-up from an earlier socket (before a transfer) must not count.
-        while !self.socket_gone.load(Ordering::Relaxed) {
-            self.socket_notify.notified().await;
-        }
+        let _ = self.socket_gone.subscribe().wait_for(|gone| *gone).await;
     }
 
     pub fn var(&self, name: &str) -> Option<String> {
