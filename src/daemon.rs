@@ -352,9 +352,7 @@ impl Daemon {
             })
         };
         let status_task = tokio::spawn(write_status(StatusFile::path(&settings), handles.clone()));
-        let spool = handles.spool.clone();
-        let spool_stop = shutdown();
-        let spool_task = tokio::spawn(async move { spool.run(spool_stop).await });
+        let spool_task = run_spool_on_its_own_thread(handles.spool.clone(), shutdown())?;
 
         stop.await;
         let _ = stop_sender.send(true);
@@ -379,4 +377,27 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Runs the after-call spool on a thread of its own, with its own small runtime. A job's
+/// steps write and fsync files (about ten per call); on the runtime that answers calls those
+/// waits on the disk would hold up the next ringing phone. Completes when the spool stops.
+fn run_spool_on_its_own_thread(
+    spool: Spool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("spool-blocking")
+        .build()
+        .context("cannot start the spool's runtime")?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("spool".to_owned())
+        .spawn(move || {
+            runtime.block_on(spool.run(shutdown));
+            let _ = done.send(());
+        })
+        .context("cannot start the spool's thread")?;
+    Ok(finished)
 }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -43,6 +44,8 @@ pub struct RepoHandle {
     outcomes: Arc<Mutex<VecDeque<(String, Outcome)>>>,
     /// Bumped after each outcome, to wake waiters.
     processed: watch::Receiver<u64>,
+    /// How many times the follower has read the branch's head.
+    looks: Arc<AtomicU64>,
 }
 
 impl RepoHandle {
@@ -107,6 +110,12 @@ impl RepoHandle {
         self.processed.clone()
     }
 
+    /// How many times the watcher has looked at the branch so far: once per poll interval
+    /// and once per change under `.git`, when idle.
+    pub fn looks(&self) -> u64 {
+        self.looks.load(Ordering::Relaxed)
+    }
+
     fn outcome_of(&self, commit: &str) -> Option<Outcome> {
         if commit.len() < 7 {
             return None;
@@ -150,6 +159,7 @@ impl Watcher {
             current,
             outcomes: Arc::new(Mutex::new(VecDeque::with_capacity(OUTCOME_HISTORY))),
             processed: processed_rx,
+            looks: Arc::new(AtomicU64::new(0)),
         };
         let (wake, wakes) = mpsc::channel();
 
@@ -228,7 +238,9 @@ fn open_or_create(settings: &RepoSettings) -> Result<Repository, Error> {
 /// still runs, so a failed watch only costs latency.
 fn watch_refs(git_dir: &Path, wake: mpsc::Sender<Wake>) -> Option<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Reading a ref opens it, and inotify reports opens too: waking on those would make
+        // each look trigger the next, thousands per second.
+        if event.is_ok_and(|event| !event.kind.is_access()) {
             let _ = wake.send(Wake::RefsChanged);
         }
     })
@@ -288,6 +300,7 @@ impl Follower {
             Some(_) => remote::tracking_ref(&self.settings.branch),
             None => format!("refs/heads/{}", self.settings.branch),
         };
+        self.handle.looks.fetch_add(1, Ordering::Relaxed);
         let head = match self.repo.refname_to_id(&reference) {
             Ok(id) => id,
             Err(_) => {

@@ -502,8 +502,11 @@ impl Inner {
         // instead of being copied for every event.
         let mut closed = Vec::new();
         let listeners = lock(&self.listeners);
+        let keys = subscription::EventKeys::of(&event);
         for listener in listeners.iter() {
-            if listener.killed.load(Ordering::Relaxed) || !lock(&listener.sub).wants(&event) {
+            if listener.killed.load(Ordering::Relaxed)
+                || !lock(&listener.sub).wants_keyed(&keys, &event)
+            {
                 continue;
             }
             match listener.tx.try_send(Arc::clone(&event)) {

@@ -311,29 +311,34 @@ impl Subscription {
 
     /// Whether this listener receives `event`.
     pub fn wants(&self, event: &Event) -> bool {
+        self.wants_keyed(&EventKeys::of(event), event)
+    }
+
+    /// [`Subscription::wants`] with the headers every listener looks at read once per event
+    /// (there is a listener per call's socket, and an event has some 150 headers).
+    pub fn wants_keyed(&self, keys: &EventKeys<'_>, event: &Event) -> bool {
         if self.format.is_none() {
             return false;
         }
-        let name = event.name();
-        let listed = if self.all {
-            true
-        } else if name == "CUSTOM" {
-            event
-                .subclass()
-                .is_some_and(|s| self.subclasses.contains(s))
-        } else {
-            self.events.contains(name)
-        };
-        if !listed {
-            return false;
-        }
+        let name = keys.name;
+        // A call's socket hears only its own channel: the cheapest test, so first.
         if let Some(uuid) = &self.only_uuid {
-            let own = event.unique_id() == Some(uuid.as_str());
+            let own = keys.unique_id == Some(uuid.as_str());
             let own_job =
                 name == "BACKGROUND_JOB" && event.get("Job-Owner-UUID") == Some(uuid.as_str());
             if !own && !own_job {
                 return false;
             }
+        }
+        let listed = if self.all {
+            true
+        } else if name == "CUSTOM" {
+            keys.subclass.is_some_and(|s| self.subclasses.contains(s))
+        } else {
+            self.events.contains(name)
+        };
+        if !listed {
+            return false;
         }
         if self.filters.is_empty() {
             return true;
@@ -362,6 +367,23 @@ impl Subscription {
             }
         }
         send
+    }
+}
+
+/// The headers of an event that decide who hears it.
+pub struct EventKeys<'a> {
+    name: &'a str,
+    subclass: Option<&'a str>,
+    unique_id: Option<&'a str>,
+}
+
+impl<'a> EventKeys<'a> {
+    pub fn of(event: &'a Event) -> Self {
+        EventKeys {
+            name: event.name(),
+            subclass: event.subclass(),
+            unique_id: event.unique_id(),
+        }
     }
 }
 

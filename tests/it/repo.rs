@@ -148,6 +148,27 @@ fn local(repo: &PersonRepo, poll_interval_ms: u64) -> RepoSettings {
 const SECOND: Duration = Duration::from_secs(1);
 
 #[tokio::test]
+async fn an_idle_repo_is_looked_at_once_per_poll_not_in_a_loop() {
+    let person = PersonRepo::new();
+    person.commit(
+        &[(
+            "contacts/friends.vcf",
+            Some(vcard("Alice Martin", "alice", "+1 514 555 0101").as_bytes()),
+        )],
+        "first",
+    );
+    let running = start(local(&person, 200), "CA");
+    let handle = running.handle();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = handle.looks();
+    tokio::time::sleep(2 * SECOND).await;
+    let looks = handle.looks() - before;
+    // Ten polls in two seconds; reading the ref must not wake the watcher again (inotify
+    // reports opens), which spun a core on thousands of looks per second.
+    assert!((5..=20).contains(&looks), "{looks} looks in 2 s");
+}
+
+#[tokio::test]
 async fn a_commit_changes_the_next_lookup_within_a_second_without_restart() {
     let person = PersonRepo::new();
     person.commit(

@@ -249,11 +249,8 @@ where
             seconds: config.linger_secs,
         },
     ];
-    for command in setup {
-        if let Err(error) = call.expect_ok(command).await {
-            tracing::debug!(uuid = %channel.uuid, "{error}");
-            break;
-        }
+    if let Err(error) = call.expect_all_ok(&setup).await {
+        tracing::debug!(uuid = %channel.uuid, "{error}");
     }
 
     // The flow runs as its own task so that a bug in it (a panic) ends this call cleanly
@@ -425,7 +422,15 @@ impl OutboundCall {
 
     /// Write a command and wait for its reply.
     async fn send(&self, wire: &str) -> Result<Reply, ControlError> {
-        let (tx, rx) = oneshot::channel();
+        let mut replies = self.send_all(&[wire]).await?;
+        Ok(replies.remove(0))
+    }
+
+    /// Write several commands in one go and wait for their replies, in order. FreeSWITCH
+    /// reads a socket's commands one after another, so this saves a round trip per command
+    /// on the way to a ringing phone.
+    async fn send_all(&self, wires: &[&str]) -> Result<Vec<Reply>, ControlError> {
+        let mut waiting = Vec::with_capacity(wires.len());
         {
             let mut writer = self.writer.lock().await;
             {
@@ -433,49 +438,125 @@ impl OutboundCall {
                 if let Some(reason) = &state.finished {
                     return Err(self.link_error(reason.clone()));
                 }
-                state.replies.push_back(tx);
+                for _ in wires {
+                    let (tx, rx) = oneshot::channel();
+                    state.replies.push_back(tx);
+                    waiting.push(rx);
+                }
             }
-            if let Err(error) = writer.write_all(wire.as_bytes()).await {
+            if let Err(error) = writer.write_all(wires.concat().as_bytes()).await {
                 return Err(self.link_error(format!("cannot write: {error}")));
             }
         }
-        rx.await
-            .map_err(|_| self.link_error("the socket closed before the reply"))
+        let mut replies = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            replies.push(
+                rx.await
+                    .map_err(|_| self.link_error("the socket closed before the reply"))?,
+            );
+        }
+        Ok(replies)
     }
 
-    async fn expect_ok(&self, command: Command<'_>) -> Result<(), Error> {
-        let wire = command.to_wire().map_err(|error| Error::Refused {
+    /// The setup commands of a new call, written together; stops at the first refusal.
+    async fn expect_all_ok(&self, commands: &[Command<'_>]) -> Result<(), Error> {
+        let refused = |command: &Command<'_>, reply: String| Error::Refused {
             peer: self.peer,
             command: command.name(),
-            reply: error.to_string(),
-        })?;
-        let reply = self.send(&wire).await.map_err(|error| Error::Refused {
-            peer: self.peer,
-            command: command.name(),
-            reply: error.to_string(),
-        })?;
-        if reply.text.starts_with("+OK") {
-            Ok(())
-        } else {
-            Err(Error::Refused {
-                peer: self.peer,
-                command: command.name(),
+            reply,
+        };
+        let mut wires = Vec::with_capacity(commands.len());
+        for command in commands {
+            wires.push(
+                command
+                    .to_wire()
+                    .map_err(|error| refused(command, error.to_string()))?,
+            );
+        }
+        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
+        let replies = self
+            .send_all(&wires)
+            .await
+            .map_err(|error| refused(&commands[0], error.to_string()))?;
+        for (command, reply) in commands.iter().zip(replies) {
+            if !reply.text.starts_with("+OK") {
+                return Err(refused(command, reply.text));
+            }
+        }
+        Ok(())
+    }
+
+    /// Queue quick applications without waiting for them to complete: FreeSWITCH runs a
+    /// channel's queued applications in order, so whatever is executed next runs after them.
+    async fn queue(&self, apps: &[(&str, &str)]) -> Result<(), ControlError> {
+        if let Some(cause) = &self.lock().hung_up {
+            return Err(self.hung_up_error(cause.clone()));
+        }
+        let mut wires = Vec::with_capacity(apps.len());
+        for (app, arg) in apps {
+            wires.push(self.execute_wire(app, Some(arg), &uuid::Uuid::new_v4().to_string())?);
+        }
+        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
+        let replies = self.send_all(&wires).await?;
+        self.check_replies(apps.iter().map(|(app, _)| *app), replies)
+    }
+
+    fn execute_wire(
+        &self,
+        app: &str,
+        arg: Option<&str>,
+        event_uuid: &str,
+    ) -> Result<String, ControlError> {
+        Command::Execute(Execute {
+            uuid: &self.uuid,
+            app,
+            arg,
+            event_uuid,
+        })
+        .to_wire()
+        .map_err(|error| self.invalid(error))
+    }
+
+    /// The first refusal among the replies to `apps`, as an error.
+    fn check_replies<'a>(
+        &self,
+        apps: impl Iterator<Item = &'a str>,
+        replies: Vec<Reply>,
+    ) -> Result<(), ControlError> {
+        match apps
+            .zip(replies)
+            .find(|(_, reply)| !reply.text.starts_with("+OK"))
+        {
+            Some((app, reply)) => Err(ControlError::Refused {
+                uuid: self.uuid.clone(),
+                app: app.to_owned(),
                 reply: reply.text,
-            })
+            }),
+            None => Ok(()),
         }
     }
 
     /// Run one application and wait for its CHANNEL_EXECUTE_COMPLETE, however long it takes.
     async fn execute(&self, app: &str, arg: Option<&str>) -> Result<WireEvent, ControlError> {
+        self.execute_after(&[], app, arg).await
+    }
+
+    /// Like [`OutboundCall::execute`], with quick applications (`set`s) queued ahead of it
+    /// in the same write. FreeSWITCH runs a channel's queued applications in order, so they
+    /// have all run when this one completes; only this one's completion is awaited.
+    async fn execute_after(
+        &self,
+        ahead: &[(&str, &str)],
+        app: &str,
+        arg: Option<&str>,
+    ) -> Result<WireEvent, ControlError> {
+        let mut wires = Vec::with_capacity(ahead.len() + 1);
+        for (ahead_app, ahead_arg) in ahead {
+            let event_uuid = uuid::Uuid::new_v4().to_string();
+            wires.push(self.execute_wire(ahead_app, Some(ahead_arg), &event_uuid)?);
+        }
         let event_uuid = uuid::Uuid::new_v4().to_string();
-        let wire = Command::Execute(Execute {
-            uuid: &self.uuid,
-            app,
-            arg,
-            event_uuid: &event_uuid,
-        })
-        .to_wire()
-        .map_err(|error| self.invalid(error))?;
+        wires.push(self.execute_wire(app, arg, &event_uuid)?);
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.lock();
@@ -484,20 +565,18 @@ impl OutboundCall {
             }
             state.executes.insert(event_uuid.clone(), tx);
         }
-        let reply = match self.send(&wire).await {
-            Ok(reply) => reply,
+        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
+        let replies = match self.send_all(&wires).await {
+            Ok(replies) => replies,
             Err(error) => {
                 self.lock().executes.remove(&event_uuid);
                 return Err(error);
             }
         };
-        if !reply.text.starts_with("+OK") {
+        let apps = ahead.iter().map(|(app, _)| *app).chain([app]);
+        if let Err(refused) = self.check_replies(apps, replies) {
             self.lock().executes.remove(&event_uuid);
-            return Err(ControlError::Refused {
-                uuid: self.uuid.clone(),
-                app: app.to_owned(),
-                reply: reply.text,
-            });
+            return Err(refused);
         }
         match rx.await {
             Ok(completion) => Ok(completion),
@@ -736,10 +815,11 @@ impl CallControl for OutboundCall {
             .map_err(|error| self.invalid(error))?;
             // Without these FreeSWITCH hangs the caller up when nobody answers or when the
             // device's leg ends, and the flow could not go on to voicemail or ring again.
-            self.execute("set", Some("continue_on_fail=true")).await?;
-            self.execute("set", Some("hangup_after_bridge=false"))
-                .await?;
-            let done = self.execute("bridge", Some(&dial)).await?;
+            let ahead = [
+                ("set", "continue_on_fail=true"),
+                ("set", "hangup_after_bridge=false"),
+            ];
+            let done = self.execute_after(&ahead, "bridge", Some(&dial)).await?;
             let disposition = done.header("variable_originate_disposition");
             if disposition == Some("SUCCESS") {
                 let channel = done
@@ -893,9 +973,11 @@ impl CallControl for OutboundCall {
             let arg = command::record_session_arg("record_session", path)
                 .map_err(|error| self.invalid(error))?;
             // The caller's leg is answered when a device picks up: recording starts there,
-            // not during the ringing.
-            self.execute("set", Some("RECORD_ANSWER_REQ=true")).await?;
-            self.execute("record_session", Some(&arg)).await.map(|_| ())
+            // not during the ringing. record_session only attaches a media bug and returns,
+            // so its completion is not awaited: the bridge that follows is queued behind it,
+            // and the phones ring one event round trip sooner.
+            self.queue(&[("set", "RECORD_ANSWER_REQ=true"), ("record_session", &arg)])
+                .await
         })
     }
 
