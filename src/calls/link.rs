@@ -261,10 +261,10 @@ impl LinkWatcher {
             } => self.replace_registrations(registrations, now),
             LinkEvent::Channel(channel) => match (&channel.kind, channel.dtmf_digit) {
                 (ChannelEventKind::Dtmf, Some(digit)) => {
-                    self.registry.leg_digit(&channel.uuid, digit)
+                    self.registry.leg_digit(channel.uuid(), digit)
                 }
                 (ChannelEventKind::Hangup | ChannelEventKind::Destroy, _) => {
-                    self.registry.leg_gone(&channel.uuid)
+                    self.registry.leg_gone(channel.uuid())
                 }
                 _ => {}
             },

@@ -666,7 +666,7 @@ fn the_one_pass_event_decoder_agrees_with_the_full_views_on_hostile_events() {
     // Where the full view gives up on what FreeSWITCH never sends (CRLF line ends, bytes that
     // are not UTF-8), the one-pass decoder reads on: nothing is lost, bad bytes become U+FFFD.
     let uuid_of = |body: &[u8]| match LinkEvent::from_body(BodyFormat::Plain, body) {
-        Ok(Some(LinkEvent::Channel(channel))) => channel.uuid,
+        Ok(Some(LinkEvent::Channel(channel))) => channel.uuid().to_owned(),
         other => panic!("{other:?}"),
     };
     assert_eq!(

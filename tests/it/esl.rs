@@ -710,7 +710,7 @@ async fn inbound_subscribes_and_decodes_every_captured_event_kind() {
                 if channel.kind == patchbay::freeswitch::esl::event::ChannelEventKind::Answer
                     && json_answer.is_none()
                 {
-                    json_answer = Some(*channel.clone());
+                    json_answer = Some(channel.clone());
                 }
                 kinds.push(channel.kind);
             }
@@ -745,10 +745,10 @@ async fn inbound_subscribes_and_decodes_every_captured_event_kind() {
 
     // The json capture's call, decoded from raw UTF-8 JSON.
     let answer = json_answer.expect("a CHANNEL_ANSWER");
-    assert_eq!(answer.answer_state.as_deref(), Some("answered"));
+    use patchbay::freeswitch::esl::event::ChannelField;
+    assert_eq!(answer.get(ChannelField::AnswerState), Some("answered"));
     assert!(answer
-        .name
-        .as_deref()
+        .get(ChannelField::Name)
         .unwrap_or_default()
         .starts_with("sofia/internal/"));
     use patchbay::freeswitch::esl::event::ChannelEventKind as Kind;

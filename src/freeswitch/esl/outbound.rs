@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, oneshot};
 
 use super::command::{self, Command, Execute};
-use super::event::{ChannelEvent, ChannelEventKind, Headers, WireEvent};
+use super::event::{ChannelEvent, ChannelEventKind, ChannelField, Headers, WireEvent};
 use super::frame::{self, url_decode, Frame};
 use crate::calls::{
     BridgeOutcome, BridgeRequest, CallControl, CallEvent, ControlError, ControlFuture,
@@ -660,14 +660,13 @@ impl OutboundCall {
                 return;
             }
         };
-        if channel.uuid != self.uuid {
+        if channel.uuid() != self.uuid {
             return;
         }
         match channel.kind {
             ChannelEventKind::ExecuteComplete => {
                 let waiter = channel
-                    .application_uuid
-                    .as_deref()
+                    .get(ChannelField::ApplicationUuid)
                     .and_then(|app_uuid| self.lock().executes.remove(app_uuid));
                 if let Some(waiter) = waiter {
                     let _ = waiter.send(event);
@@ -680,7 +679,7 @@ impl OutboundCall {
                 }
             }
             ChannelEventKind::Bridge => self.publish(CallEvent::Bridged {
-                other_uuid: channel.other_leg_uuid,
+                other_uuid: channel.get(ChannelField::OtherLegUuid).map(str::to_owned),
             }),
             ChannelEventKind::Unbridge => self.publish(CallEvent::Unbridged),
             ChannelEventKind::Hangup => {
@@ -730,9 +729,9 @@ impl OutboundCall {
 
 fn hangup_cause(channel: &ChannelEvent) -> String {
     channel
-        .hangup_cause
-        .clone()
-        .unwrap_or_else(|| "UNKNOWN".to_owned())
+        .get(ChannelField::HangupCause)
+        .unwrap_or("UNKNOWN")
+        .to_owned()
 }
 
 async fn read_loop(mut reader: FrameReader, call: Arc<OutboundCall>) {
