@@ -46,6 +46,7 @@ pub struct Handles {
     pub outages: Arc<Mutex<Outages>>,
     pub repo: RepoHandle,
     pub spool: Spool,
+    pub do_not_disturb: Arc<DoNotDisturb>,
 }
 
 /// What rules read through `settings()`: caller ID names, the DIDs and their countries,
@@ -84,6 +85,9 @@ pub struct StatusFile {
     pub updated: DateTime<Utc>,
     pub status: Status,
     pub incidents: Vec<Incident>,
+    /// The *86 menu's switch: calls go straight to voicemail while it is on.
+    #[serde(default)]
+    pub do_not_disturb: bool,
 }
 
 impl StatusFile {
@@ -110,6 +114,7 @@ async fn write_status(path: PathBuf, handles: Handles) {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .open(),
+            do_not_disturb: handles.do_not_disturb.is_on(),
         };
         let written = serde_json::to_vec_pretty(&file)
             .map_err(std::io::Error::other)
@@ -219,6 +224,7 @@ impl Daemon {
             outages: Arc::new(Mutex::new(Outages::new())),
             repo: watcher.handle(),
             spool,
+            do_not_disturb: Arc::new(DoNotDisturb::load(&settings.recordings_dir)),
         };
         Ok(Daemon {
             settings,
@@ -289,7 +295,7 @@ impl Daemon {
             clock: Arc::clone(&clock),
             handoffs: Default::default(),
             mailbox: Arc::new(Mailbox::new(&settings.recordings_dir)),
-            do_not_disturb: Arc::new(DoNotDisturb::load(&settings.recordings_dir)),
+            do_not_disturb: Arc::clone(&handles.do_not_disturb),
         });
         let calls_task = tokio::spawn(outbound::serve(
             outbound_listener,

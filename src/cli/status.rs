@@ -55,6 +55,12 @@ fn render(file: &StatusFile, now: DateTime<Utc>, timezone: Tz) -> String {
             ago(file.updated, now)
         );
     }
+    if file.do_not_disturb {
+        let _ = writeln!(
+            out,
+            "\nDo not disturb is ON: calls go straight to voicemail (*86 then 3 turns it off)"
+        );
+    }
     let status = &file.status;
     let _ = writeln!(out, "\nDevices registered: {}", status.devices.len());
     for device in &status.devices {
@@ -141,6 +147,7 @@ mod tests {
             updated: at(120),
             status: registry.status(),
             incidents: outages.open(),
+            do_not_disturb: false,
         };
         // Through JSON, as `status` reads what `run` wrote.
         let file: StatusFile =
@@ -163,7 +170,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("may be stopped"));
+        assert!(!text.contains("Do not disturb"), "{text}");
         assert!(render(&file, at(200), chrono_tz::UTC)
             .contains("(not updated for 1 min 20 s: patchbay may be stopped)"));
+        let quiet = StatusFile {
+            do_not_disturb: true,
+            ..file
+        };
+        assert!(render(&quiet, at(121), chrono_tz::UTC).contains("Do not disturb is ON"));
     }
 }

@@ -76,17 +76,7 @@ async fn a_contact_calls_both_phones_ring_the_desk_answers() {
     let event = std::fs::read_to_string(&running.files("calendar")[0]).unwrap();
     assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
     // `patchbay status`, as the person runs it, sees the phones and the number.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
-        .args(["status", "--settings"])
-        .arg(running.dir.join("settings.json"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = patchbay_status(&running);
     assert!(text.contains("Devices registered: 2"), "{text}");
     assert!(text.contains("did1") && text.contains(" up "), "{text}");
     running.stop().await;
@@ -1114,6 +1104,21 @@ async fn star_86_then_2_records_a_greeting_commits_it_and_the_next_caller_hears_
     running.stop().await;
 }
 
+/// What `patchbay status` prints, run as the person runs it.
+fn patchbay_status(running: &Running) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["status", "--settings"])
+        .arg(running.dir.join("settings.json"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn star_86_then_3_switches_do_not_disturb_for_the_next_callers() {
     let running = Running::start(SCENARIO, 10).await;
@@ -1135,6 +1140,11 @@ async fn star_86_then_3_switches_do_not_disturb_for_the_next_callers() {
         .await;
     // Kept on disk: a restarted daemon reads it back.
     assert!(patchbay::calls::mailbox::DoNotDisturb::load(&running.dir.join("recordings")).is_on());
+    running
+        .wait_until("`patchbay status` to say so", || {
+            patchbay_status(&running).contains("Do not disturb is ON")
+        })
+        .await;
 
     // The desk would answer after 1 s; with do-not-disturb nothing rings.
     let summary = running
@@ -1297,14 +1307,7 @@ on("outage::end", |call, data| log(`rules: ${data.kind} ${data.name} is back aft
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_freeswitch_restart_the_registered_devices_are_the_real_ones() {
     let running = Running::start(SCENARIO, 10).await;
-    let status = || {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
-            .args(["status", "--settings"])
-            .arg(running.dir.join("settings.json"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let status = || patchbay_status(&running);
     let registered = || {
         let mut devices = running.handles.registry.registered_devices();
         devices.sort();

@@ -147,8 +147,8 @@ fn local(repo: &PersonRepo, poll_interval_ms: u64) -> RepoSettings {
 
 const SECOND: Duration = Duration::from_secs(1);
 
-#[tokio::test]
-async fn an_idle_repo_is_looked_at_once_per_poll_not_in_a_loop() {
+/// A repo whose one commit holds Alice Martin's card.
+fn alice_only() -> PersonRepo {
     let person = PersonRepo::new();
     person.commit(
         &[(
@@ -157,6 +157,12 @@ async fn an_idle_repo_is_looked_at_once_per_poll_not_in_a_loop() {
         )],
         "first",
     );
+    person
+}
+
+#[tokio::test]
+async fn an_idle_repo_is_looked_at_once_per_poll_not_in_a_loop() {
+    let person = alice_only();
     let running = start(local(&person, 200), "CA");
     let handle = running.handle();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -170,14 +176,7 @@ async fn an_idle_repo_is_looked_at_once_per_poll_not_in_a_loop() {
 
 #[tokio::test]
 async fn a_commit_changes_the_next_lookup_within_a_second_without_restart() {
-    let person = PersonRepo::new();
-    person.commit(
-        &[(
-            "contacts/friends.vcf",
-            Some(vcard("Alice Martin", "alice", "+1 514 555 0101").as_bytes()),
-        )],
-        "first",
-    );
+    let person = alice_only();
     // Polling every 10 s: only the filesystem watch on .git/refs can make the deadline.
     let running = start(local(&person, 10_000), "CA");
     let handle = running.handle();
