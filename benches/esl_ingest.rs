@@ -2,9 +2,11 @@
 //! event stream (the json and plain events of the captures that patchbay subscribes to,
 //! repeated) as fast as the socket takes it; we measure events per second through the inbound
 //! client into its consumer, and how many were dropped. The server is a plain OS thread (the
-//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime. First
-//! it prints the decoder's own cost per event, on one thread without sockets, which does not
-//! depend on what else the machine is doing.
+//! real FreeSWITCH is another process); the client runs on a two-worker tokio runtime, where
+//! its reader task splits frames and the consumer task decodes each event as it takes it
+//! (`LinkEvents::recv`), as patchbay's link watcher does. First it prints the decoder's own
+//! cost per event, on one thread without sockets, which does not depend on what else the
+//! machine is doing.
 //!
 //! mimalloc was tried: 15 % less CPU per event here, but call setup's p99 (benches/call_setup.rs)
 //! doubled to 8-12 ms, so patchbay stays on the system allocator.

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 
 use super::outage::{Change, Outages, Subject};
 use super::registry::{Health, Registry};
@@ -15,6 +14,7 @@ use super::session::Clock;
 use crate::freeswitch::esl::event::{
     ChannelEventKind, GatewayState, LinkEvent, RegistrationSummary,
 };
+use crate::freeswitch::esl::inbound::LinkEvents;
 use crate::journal::Journal;
 use crate::repo::Snapshot;
 use crate::rules::{SharedResources, Value};
@@ -105,7 +105,7 @@ impl LinkWatcher {
     }
 
     /// Applies events until the link's channel closes.
-    pub async fn run(self, mut events: mpsc::Receiver<LinkEvent>) {
+    pub async fn run(self, mut events: LinkEvents) {
         while let Some(event) = events.recv().await {
             self.apply(&event);
         }

@@ -638,7 +638,7 @@ fn link_config(addr: std::net::SocketAddr, password: &str) -> inbound::Config {
 
 /// Receive until `matches` accepts an event (or fail after `within`).
 async fn wait_for<T>(
-    events: &mut mpsc::Receiver<LinkEvent>,
+    events: &mut patchbay::freeswitch::esl::inbound::LinkEvents,
     within: Duration,
     mut matches: impl FnMut(&LinkEvent) -> Option<T>,
 ) -> T {

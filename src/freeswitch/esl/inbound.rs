@@ -13,7 +13,8 @@
 //! against its header enum, lower-cased into an alias map and inserted in an IndexMap) and so
 //! could not come near the 200 000 events/s this link must take. Here frames are split with
 //! [`super::frame`] and event bodies are read in one pass by [`super::scan`], which decodes
-//! only the values patchbay keeps.
+//! only the values patchbay keeps. The reader only splits frames; each event body is decoded
+//! by the receiver ([`LinkEvents::recv`]), so reading and decoding run on two cores.
 //!
 //! Invariant: events are never dropped silently. A full consumer queue stalls the reader for
 //! at most `overflow_wait` (FreeSWITCH buffers meanwhile, as it does for any slow reader);
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -279,7 +281,7 @@ impl Client {
         config: Config,
         journal: Journal,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> (Client, mpsc::Receiver<LinkEvent>) {
+    ) -> (Client, LinkEvents) {
         journal.hide(&config.password);
         let queue = config.event_queue.max(1);
         let shared = Arc::new(Shared {
@@ -296,7 +298,7 @@ impl Client {
             let _ = stop_tx.send(true);
         });
         tokio::spawn(supervise(Arc::clone(&shared), journal, events_tx, stop_rx));
-        (Client { shared }, events_rx)
+        (Client { shared }, LinkEvents { queue: events_rx })
     }
 
     /// Whether the link is up right now.
@@ -376,28 +378,26 @@ impl Client {
     }
 }
 
-/// Reads whole frames off the socket, parsing in place and compacting only before a read.
+/// Reads whole frames off the socket, parsing in place. An event frame leaves the buffer
+/// as a shared slice of it ([`Bytes`]), without a copy.
 struct FrameReader {
     read: OwnedReadHalf,
-    buffer: Vec<u8>,
-    /// Where the unparsed bytes start.
-    start: usize,
+    buffer: BytesMut,
 }
 
 impl FrameReader {
     fn new(read: OwnedReadHalf) -> Self {
         FrameReader {
             read,
-            buffer: Vec::with_capacity(256 * 1024),
-            start: 0,
+            buffer: BytesMut::with_capacity(256 * 1024),
         }
     }
 
     /// A frame already in the buffer, without reading.
     fn buffered(&mut self) -> Result<Option<Frame>, String> {
-        match Frame::parse(&self.buffer[self.start..]) {
+        match Frame::parse(&self.buffer) {
             Ok(Some((frame, used))) => {
-                self.start += used;
+                self.buffer.advance(used);
                 Ok(Some(frame))
             }
             Ok(None) => Ok(None),
@@ -405,24 +405,22 @@ impl FrameReader {
         }
     }
 
-    /// Like [`FrameReader::buffered`], but an event frame is decoded straight from the
-    /// buffer, without copying its body or its headers out first: events are nearly all the
-    /// traffic on this link.
+    /// Like [`FrameReader::buffered`], but an event frame comes out as its raw body, to be
+    /// decoded by whoever receives it: events are nearly all the traffic on this link.
     fn buffered_incoming(&mut self) -> Result<Option<Incoming>, String> {
-        let rest = &self.buffer[self.start..];
-        let extent = match Frame::check(rest) {
+        let extent = match Frame::check(&self.buffer) {
             Ok(Some(extent)) => extent,
             Ok(None) => return Ok(None),
             Err(error) => return Err(error.to_string()),
         };
-        let format = match extent.content_type(rest) {
+        let format = match extent.content_type(&self.buffer) {
             Some(b"text/event-json") => BodyFormat::Json,
             Some(b"text/event-plain") => BodyFormat::Plain,
             _ => return Ok(self.buffered()?.map(Incoming::Frame)),
         };
-        let event = decode_body(format, extent.body(rest));
-        self.start += extent.len();
-        Ok(Some(Incoming::Event(event)))
+        let frame = self.buffer.split_to(extent.len()).freeze();
+        let body = frame.slice_ref(extent.body(&frame));
+        Ok(Some(Incoming::Event(RawEvent { format, body })))
     }
 
     /// The next frame; `Ok(None)` when FreeSWITCH closed the socket between frames.
@@ -438,7 +436,7 @@ impl FrameReader {
         }
     }
 
-    /// [`FrameReader::next`] with events decoded in place.
+    /// [`FrameReader::next`] with event frames as raw bodies.
     async fn next_incoming(&mut self) -> Result<Option<Incoming>, String> {
         loop {
             if let Some(incoming) = self.buffered_incoming()? {
@@ -452,10 +450,8 @@ impl FrameReader {
 
     /// Read more bytes; `Ok(false)` when FreeSWITCH closed the socket between frames.
     async fn fill(&mut self) -> Result<bool, String> {
-        if self.start > 0 {
-            self.buffer.drain(..self.start);
-            self.start = 0;
-        }
+        // Large reads: under load one brings dozens of events. Event bodies still being
+        // decoded keep their part of the old allocation alive; the unread rest moves over.
         if self.buffer.capacity() - self.buffer.len() < 64 * 1024 {
             self.buffer.reserve(256 * 1024);
         }
@@ -477,11 +473,67 @@ impl FrameReader {
     }
 }
 
-/// What the reader hands the pump: an event already decoded (`None` when patchbay does not
-/// use it or it could not be read, which is logged), or any other frame.
+/// What the reader hands the pump: an event frame's body, or any other frame.
 enum Incoming {
-    Event(Option<LinkEvent>),
+    Event(RawEvent),
     Frame(Frame),
+}
+
+/// An event frame's body as it came off the socket.
+struct RawEvent {
+    format: BodyFormat,
+    body: Bytes,
+}
+
+impl RawEvent {
+    /// Whether this may be a BACKGROUND_JOB, which the link itself must read (it settles a
+    /// bgapi call). FreeSWITCH writes Event-Name first, so that is looked at first; a body
+    /// in another order is searched whole.
+    fn may_be_background_job(&self) -> bool {
+        const NAME: &[u8] = b"BACKGROUND_JOB";
+        let first = match self.format {
+            BodyFormat::Plain => self.body.strip_prefix(b"Event-Name: ".as_slice()),
+            BodyFormat::Json => self.body.strip_prefix(b"{\"Event-Name\":\"".as_slice()),
+        };
+        match first {
+            Some(rest) => rest.starts_with(NAME),
+            None => memchr::memmem::find(&self.body, NAME).is_some(),
+        }
+    }
+
+    fn decode(&self) -> Option<LinkEvent> {
+        decode_body(self.format, &self.body)
+    }
+}
+
+/// What travels from the link to the consumer. Event bodies are decoded on the consumer's
+/// side ([`LinkEvents::recv`]): the reader then only reads and splits frames, and the two
+/// share the work across two cores instead of the reader doing nearly all of it.
+enum Queued {
+    Event(LinkEvent),
+    Raw(RawEvent),
+}
+
+/// The link's events, in the order FreeSWITCH sent them.
+pub struct LinkEvents {
+    queue: mpsc::Receiver<Queued>,
+}
+
+impl LinkEvents {
+    /// The next event; `None` once the link has stopped. Cancel-safe. Events patchbay does
+    /// not use, and bodies that cannot be read (logged), are skipped.
+    pub async fn recv(&mut self) -> Option<LinkEvent> {
+        loop {
+            match self.queue.recv().await? {
+                Queued::Event(event) => return Some(event),
+                Queued::Raw(raw) => {
+                    if let Some(event) = raw.decode() {
+                        return Some(event);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Read frames until one of `content_type` comes (anything else before it is a protocol
@@ -653,7 +705,7 @@ fn backoff(config: &Config, attempt: u32) -> Duration {
 async fn supervise(
     shared: Arc<Shared>,
     journal: Journal,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::Sender<Queued>,
     mut stop: watch::Receiver<bool>,
 ) {
     let config = shared.config.clone();
@@ -693,13 +745,15 @@ async fn supervise(
                 "FreeSWITCH link back after {:.1} s",
                 down_for.as_secs_f64()
             ));
-            let _ = events.send(LinkEvent::LinkRestored { down_for }).await;
+            let _ = events
+                .send(Queued::Event(LinkEvent::LinkRestored { down_for }))
+                .await;
         } else {
             tracing::info!("FreeSWITCH link up ({})", config.address());
         }
-        let _ = events.send(LinkEvent::LinkUp).await;
+        let _ = events.send(Queued::Event(LinkEvent::LinkUp)).await;
         for event in early {
-            deliver(&shared, &events, event).await;
+            deliver(&shared, &events, Queued::Event(event)).await;
         }
 
         let ended = pump(&shared, &link, reader, &events, &mut stop).await;
@@ -727,14 +781,23 @@ async fn supervise(
     shared.jobs().waiting.clear();
 }
 
-async fn link_down(journal: &Journal, events: &mpsc::Sender<LinkEvent>, reason: String) {
+async fn link_down(journal: &Journal, events: &mpsc::Sender<Queued>, reason: String) {
     journal.write(format!("FreeSWITCH link down: {reason}"));
-    let _ = events.send(LinkEvent::LinkDown { reason }).await;
+    let _ = events
+        .send(Queued::Event(LinkEvent::LinkDown { reason }))
+        .await;
 }
 
 /// Hand one event to the consumer: settle bgapi jobs, wait a bounded time on a full queue.
-async fn deliver(shared: &Shared, events: &mpsc::Sender<LinkEvent>, event: LinkEvent) {
-    if let LinkEvent::BackgroundJob { job_uuid, body } = &event {
+async fn deliver(shared: &Shared, events: &mpsc::Sender<Queued>, event: Queued) {
+    let event = match event {
+        Queued::Raw(raw) if raw.may_be_background_job() => match raw.decode() {
+            Some(event) => Queued::Event(event),
+            None => return,
+        },
+        other => other,
+    };
+    if let Queued::Event(LinkEvent::BackgroundJob { job_uuid, body }) = &event {
         shared.job_done(job_uuid, body);
     }
     match events.try_send(event) {
@@ -764,7 +827,7 @@ async fn pump(
     shared: &Shared,
     link: &Link,
     mut reader: FrameReader,
-    events: &mpsc::Sender<LinkEvent>,
+    events: &mpsc::Sender<Queued>,
     stop: &mut watch::Receiver<bool>,
 ) -> PumpEnd {
     let watchdog = shared.config.heartbeat_timeout;
@@ -811,15 +874,14 @@ async fn handle_frame(
     shared: &Shared,
     link: &Link,
     incoming: Incoming,
-    events: &mpsc::Sender<LinkEvent>,
+    events: &mpsc::Sender<Queued>,
     notice: &mut Option<String>,
 ) -> Option<PumpEnd> {
     let frame = match incoming {
-        Incoming::Event(Some(event)) => {
-            deliver(shared, events, event).await;
+        Incoming::Event(raw) => {
+            deliver(shared, events, Queued::Raw(raw)).await;
             return None;
         }
-        Incoming::Event(None) => return None,
         Incoming::Frame(frame) => frame,
     };
     match frame.content_type() {
@@ -847,7 +909,7 @@ async fn handle_frame(
         }
         _ => {
             if let Some(event) = decode(&frame) {
-                deliver(shared, events, event).await;
+                deliver(shared, events, Queued::Event(event)).await;
             }
         }
     }
@@ -857,6 +919,29 @@ async fn handle_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_jobs_are_recognised_for_the_link_to_read_itself() {
+        let raw = |format, body: &[u8]| RawEvent {
+            format,
+            body: Bytes::copy_from_slice(body),
+        };
+        let job = b"Event-Name: BACKGROUND_JOB\nJob-UUID: j1\nContent-Length: 4\n\n+OK\n";
+        assert!(raw(BodyFormat::Plain, job).may_be_background_job());
+        let json = br#"{"Event-Name":"BACKGROUND_JOB","Job-UUID":"j1","_body":"+OK"}"#;
+        assert!(raw(BodyFormat::Json, json).may_be_background_job());
+        // Another order than FreeSWITCH's is still found.
+        let reordered = br#"{"Job-UUID":"j1","Event-Name":"BACKGROUND_JOB","_body":"+OK"}"#;
+        assert!(raw(BodyFormat::Json, reordered).may_be_background_job());
+        let channel = b"Event-Name: CHANNEL_ANSWER\nUnique-ID: u1\n\n";
+        assert!(!raw(BodyFormat::Plain, channel).may_be_background_job());
+        match raw(BodyFormat::Plain, job).decode() {
+            Some(LinkEvent::BackgroundJob { job_uuid, body }) => {
+                assert_eq!((job_uuid.as_str(), body.as_str()), ("j1", "+OK\n"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn backoff_grows_and_stays_under_the_cap() {
