@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::repo::{create_repo, CreateError};
+use crate::repo::{create_repo, CreateError, MENU_PROMPTS};
 
 use super::InitArgs;
 
@@ -39,6 +39,7 @@ pub fn create(dir: &Path) -> Result<String, CreateError> {
     let files: Vec<(&str, &[u8])> = STARTER_FILES
         .iter()
         .map(|(path, text)| (*path, text.as_bytes()))
+        .chain(MENU_PROMPTS.iter().copied())
         .collect();
     create_repo(dir, &files, "A new phone repo (patchbay init)")
 }
@@ -130,6 +131,11 @@ const GREETINGS_README: &str = r#"Put voicemail greetings here as WAV files (16-
     greetings/contacts/<uid>.wav    what one contact hears (uid: the UID of their vCard)
 
 To convert a recording: sox recording.m4a -r 8000 -c 1 -b 16 greetings/away.wav
+
+The *86 menu speaks with the prompts here, in English and French: menu_en.wav (the choices),
+no_voicemail_en.wav, saved_en.wav, not_saved_en.wav, dnd_on_en.wav, dnd_off_en.wav, and the
+same ending in _fr. Replace any of them with your own voice by committing a WAV of that name;
+add another language with the same names ending in its code (menu_de.wav, ...).
 "#;
 
 #[cfg(test)]
@@ -149,7 +155,14 @@ mod tests {
         assert_eq!(repo.head().unwrap().shorthand().unwrap(), "main");
         let files = read_commit(&path, "main", &[]).unwrap();
         assert_eq!(files.commit, commit);
-        assert_eq!(files.files.len(), STARTER_FILES.len());
+        assert_eq!(files.files.len(), STARTER_FILES.len() + MENU_PROMPTS.len());
+        // The *86 menu has something to say in both languages the default rules speak.
+        for prompt in ["greetings/menu_en.wav", "greetings/dnd_on_fr.wav"] {
+            assert!(
+                files.files.iter().any(|file| file.path == prompt),
+                "{prompt} missing"
+            );
+        }
         let snapshot = Loader::new(Vec::new(), Region::parse("CA").unwrap(), None)
             .load(&files)
             .unwrap();

@@ -7,8 +7,42 @@ use git2::{IndexAddOption, Repository, RepositoryInitOptions, Signature};
 
 use super::CreateError;
 
+/// A menu prompt of the demo repo: its path in a phone repo and its bytes.
+macro_rules! prompt {
+    ($name:literal) => {
+        (
+            concat!("greetings/", $name),
+            include_bytes!(concat!("../../data/demo-repo/greetings/", $name)),
+        )
+    };
+}
+
+/// The `*86` menu's spoken prompts in English and French (espeak-ng, 8 kHz mono), which the
+/// default menu rule plays from `greetings/` (`menu_<language>.wav` and the answers to each
+/// choice). `patchbay init` puts them in a new repo; the demo repo has them too. A person
+/// records their own by committing a WAV of the same name.
+pub const MENU_PROMPTS: &[(&str, &[u8])] = &[
+    prompt!("menu_en.wav"),
+    prompt!("menu_fr.wav"),
+    prompt!("no_voicemail_en.wav"),
+    prompt!("no_voicemail_fr.wav"),
+    prompt!("saved_en.wav"),
+    prompt!("saved_fr.wav"),
+    prompt!("not_saved_en.wav"),
+    prompt!("not_saved_fr.wav"),
+    prompt!("dnd_on_en.wav"),
+    prompt!("dnd_on_fr.wav"),
+    prompt!("dnd_off_en.wav"),
+    prompt!("dnd_off_fr.wav"),
+];
+
 /// The demo phone repo (data/demo-repo in the source tree): path in the repo, bytes.
-pub const DEMO_FILES: &[(&str, &[u8])] = &[
+pub fn demo_files() -> Vec<(&'static str, &'static [u8])> {
+    DEMO_OWN_FILES.iter().chain(MENU_PROMPTS).copied().collect()
+}
+
+/// The demo repo's files besides the menu prompts.
+const DEMO_OWN_FILES: &[(&str, &[u8])] = &[
     (
         "README.md",
         include_bytes!("../../data/demo-repo/README.md"),

@@ -17,7 +17,7 @@ mod tree;
 mod watcher;
 
 pub use commit::{commit_file, CommitError, Committed};
-pub use create::{create_repo, DEMO_FILES};
+pub use create::{create_repo, demo_files, MENU_PROMPTS};
 pub use greetings::{BadGreeting, GreetingIndex, GreetingStore, GREETINGS_FOLDER};
 pub use phone::{DeviceConfig, DidConfig, PhoneConfig, PhoneConfigError, KNOWN_CODECS};
 pub use snapshot::{CheckReport, Loader, Problem, Refusal, Snapshot};

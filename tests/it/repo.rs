@@ -12,8 +12,8 @@ use patchbay::calls::{Call, Origin};
 use patchbay::contacts::number::Region;
 use patchbay::journal::Journal;
 use patchbay::repo::{
-    create_repo, read_commit, read_worktree, GreetingStore, Loader, Outcome, RepoHandle,
-    RepoSettings, Watcher, DEMO_FILES,
+    create_repo, demo_files, read_commit, read_worktree, GreetingStore, Loader, Outcome,
+    RepoHandle, RepoSettings, Watcher,
 };
 use patchbay::rules::{Resources, SharedResources};
 
@@ -716,7 +716,14 @@ fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
     // Every file of data/demo-repo is built into the binary.
     let on_disk =
         read_worktree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/demo-repo")).unwrap();
-    let mut built_in: Vec<&str> = DEMO_FILES.iter().map(|(path, _)| *path).collect();
+    let demo = demo_files();
+    let demo_bytes = |wanted: &str| {
+        demo.iter()
+            .find(|(path, _)| *path == wanted)
+            .unwrap_or_else(|| panic!("{wanted} is not in the demo repo"))
+            .1
+    };
+    let mut built_in: Vec<&str> = demo.iter().map(|(path, _)| *path).collect();
     built_in.sort_unstable();
     let on_disk_paths: Vec<&str> = on_disk
         .files
@@ -727,7 +734,7 @@ fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("demo");
-    let commit = create_repo(&path, DEMO_FILES, "demo").unwrap();
+    let commit = create_repo(&path, &demo, "demo").unwrap();
     let files = read_commit(&path, "main", &[]).unwrap();
     assert_eq!(files.commit, commit);
     let store = Arc::new(GreetingStore::new(dir.path().join("export")).unwrap());
@@ -749,11 +756,7 @@ fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
     let mom_greeting = snapshot
         .greeting("away", Some("en"), Some(&mom.uid))
         .unwrap();
-    let mom_audio = DEMO_FILES
-        .iter()
-        .find(|(path, _)| *path == "greetings/contacts/mom.wav")
-        .unwrap()
-        .1;
+    let mom_audio = demo_bytes("greetings/contacts/mom.wav");
     assert_eq!(std::fs::read(mom_greeting).unwrap(), mom_audio);
 
     let marie = snapshot.contact("+33 6 12 34 56 78").unwrap();
@@ -761,12 +764,12 @@ fn the_demo_repo_loads_with_its_contacts_greetings_and_phone_toml() {
     let busy = snapshot
         .greeting("busy", marie.language.as_deref(), Some(&marie.uid))
         .unwrap();
-    let french_busy = DEMO_FILES
-        .iter()
-        .find(|(path, _)| *path == "greetings/fr/busy.wav")
-        .unwrap()
-        .1;
+    let french_busy = demo_bytes("greetings/fr/busy.wav");
     assert_eq!(std::fs::read(busy).unwrap(), french_busy);
+    // The *86 menu's prompts are greetings like the others: the French menu for French.
+    let menu = snapshot.greeting("menu_fr.wav", Some("fr"), None).unwrap();
+    let french_menu = demo_bytes("greetings/menu_fr.wav");
+    assert_eq!(std::fs::read(menu).unwrap(), french_menu);
 
     let phone = snapshot.phone();
     assert_eq!(phone.devices["1000"].name.as_deref(), Some("desk"));
