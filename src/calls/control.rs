@@ -89,6 +89,9 @@ pub struct RecordOutcome {
 pub struct BridgeRequest {
     /// Dial strings such as `user/1000@example.com` or `sofia/gateway/did1/+15145550100`.
     pub endpoints: Vec<String>,
+    /// Channel variables of one endpoint's leg only (`[name=value]` before it), by index;
+    /// it may be shorter than `endpoints`.
+    pub leg_variables: Vec<Vec<(String, String)>>,
     /// How long each endpoint rings.
     pub timeout: Duration,
     /// Channel variables for the new legs (`{name=value}` in the dial string).

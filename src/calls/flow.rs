@@ -25,6 +25,27 @@ pub struct Ring {
     pub label: String,
     /// FreeSWITCH dial string: `user/1000@example.com`, `sofia/gateway/did1/+15145550199`.
     pub dial: String,
+    /// For a number outside: the caller ID it is shown (digits only), set on its leg alone.
+    pub caller_id_number: Option<String>,
+}
+
+impl Ring {
+    /// The channel variables of this target's leg.
+    pub fn leg_variables(&self) -> Vec<(String, String)> {
+        self.caller_id_number
+            .iter()
+            .map(|number| ("origination_caller_id_number".to_owned(), number.clone()))
+            .collect()
+    }
+
+    /// The dial string with the leg's variables in front, for `conference … dial`, which takes
+    /// one endpoint (the values are digits only, so nothing can break out of the braces).
+    pub fn dial_with_variables(&self) -> String {
+        match &self.caller_id_number {
+            Some(number) => format!("{{origination_caller_id_number={number}}}{}", self.dial),
+            None => self.dial.clone(),
+        }
+    }
 }
 
 /// Why a call goes straight to voicemail without ringing.
@@ -301,6 +322,7 @@ async fn ring(
 ) -> Result<Rang, ControlError> {
     let request = BridgeRequest {
         endpoints: rings.iter().map(|ring| ring.dial.clone()).collect(),
+        leg_variables: rings.iter().map(Ring::leg_variables).collect(),
         timeout: ring_for,
         // originate_timeout bounds the whole attempt (the legs carry leg_timeout).
         variables: vec![(
@@ -493,9 +515,10 @@ async fn three_way(
     let who = by.clone().unwrap_or_else(|| "the device".to_owned());
     let began = tokio::time::Instant::now();
     let caller_room = format!("{room}@default+flags{{mintwo}}");
+    let target_dial = target.dial_with_variables();
     let (stayed, dialled) = tokio::join!(
         control.conference(&caller_room),
-        control.dial_into_conference(room, &target.dial)
+        control.dial_into_conference(room, &target_dial)
     );
     let joined = matches!(dialled, Ok(true));
     handovers.conference = vec![who.clone()];
@@ -742,6 +765,7 @@ pub async fn outbound(
     }
     let request = BridgeRequest {
         endpoints: vec![plan.target.dial.clone()],
+        leg_variables: vec![plan.target.leg_variables()],
         timeout: plan.ring_for,
         variables,
     };
@@ -935,10 +959,12 @@ pub(crate) mod tests {
                 Ring {
                     label: "desk".into(),
                     dial: "user/1000@pbx".into(),
+                    caller_id_number: None,
                 },
                 Ring {
                     label: "cell".into(),
                     dial: "sofia/gateway/did1/+15145550100".into(),
+                    caller_id_number: None,
                 },
             ],
             ring_for: Duration::from_secs(30),
@@ -1220,6 +1246,7 @@ pub(crate) mod tests {
             target: Ring {
                 label: "+33 1 23 45 67 89".into(),
                 dial: "sofia/gateway/fr/+33123456789".into(),
+                caller_id_number: None,
             },
             caller_id: Some(("Jean Untel".into(), "+33987654321".into())),
             ring_for: Duration::from_secs(60),

@@ -587,6 +587,7 @@ fn rings(decision: &Decision, snapshot: &Snapshot, context: &Context, call: &Cal
     let device = |extension: &str| Ring {
         label: device_label(snapshot, settings, extension),
         dial: format!("user/{extension}@{domain}"),
+        caller_id_number: None,
     };
     match decision.bridge_to() {
         BridgeTo::AllDevices => context
@@ -615,6 +616,7 @@ fn ring_target(
     let device = |extension: &str| Ring {
         label: device_label(snapshot, settings, extension),
         dial: format!("user/{extension}@{domain}"),
+        caller_id_number: None,
     };
     if is_extension(settings, target) {
         return Some(device(target));
@@ -643,14 +645,15 @@ fn ring_target(
         decision,
         number.country.as_deref(),
     )?;
+    // The outside phone sees who is calling; a caller ID that is not a plain number (or
+    // none) is left to the gateway's default.
+    let caller = call.peer_number.trim_start_matches('+');
+    let caller_id_number = (!caller.is_empty() && caller.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| caller.to_owned());
     Some(Ring {
         label: target.to_owned(),
-        dial: format!(
-            "{{origination_caller_id_number={}}}sofia/gateway/{}/{}",
-            call.peer_number.trim_start_matches('+'),
-            did.gateway_name,
-            number.e164
-        ),
+        dial: format!("sofia/gateway/{}/{}", did.gateway_name, number.e164),
+        caller_id_number,
     })
 }
 
@@ -885,6 +888,7 @@ async fn outbound(
             target: Ring {
                 label: destination.clone(),
                 dial: format!("user/{destination}@{}", sip_domain(settings)),
+                caller_id_number: None,
             },
             caller_id: None,
             ring_for: Duration::from_secs(60),
@@ -951,6 +955,7 @@ async fn outbound(
             target: Ring {
                 label: number.e164.clone(),
                 dial: format!("sofia/gateway/{}/{}", did.gateway_name, number.e164),
+                caller_id_number: None,
             },
             caller_id: name.map(|name| (name, did_e164)),
             ring_for: Duration::from_secs(60),

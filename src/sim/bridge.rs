@@ -93,6 +93,26 @@ fn split_dialstring(dialstring: &str) -> (Vec<(String, String)>, &str) {
     (Vec::new(), trimmed)
 }
 
+/// Splits a dial string on `separator` (`,` between endpoints, `|` between groups), but not
+/// inside a leg's `[a=b,c=d]` or `{...}`, as FreeSWITCH's originate reads it.
+fn split_endpoints(dial: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0);
+    for (at, c) in dial.char_indices() {
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth = depth.saturating_sub(1),
+            c if c == separator && depth == 0 => {
+                parts.push(&dial[start..at]);
+                start = at + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(&dial[start..]);
+    parts
+}
+
 /// Strips `[leg vars]` from one endpoint and returns its leg_timeout if any.
 fn strip_leg_vars(endpoint: &str) -> (&str, Option<f64>) {
     let endpoint = endpoint.trim();
@@ -553,8 +573,11 @@ pub(crate) async fn dial(inner: &Arc<Inner>, dialstring: &str) -> DialOutcome {
         ..Profile::default()
     };
     let mut last = "NO_ROUTE_DESTINATION".to_owned();
-    for group in endpoints.split('|') {
-        let list: Vec<&str> = group.split(',').filter(|e| !e.trim().is_empty()).collect();
+    for group in split_endpoints(endpoints, '|') {
+        let list: Vec<&str> = split_endpoints(group, ',')
+            .into_iter()
+            .filter(|e| !e.trim().is_empty())
+            .collect();
         match ring_group(inner, &list, &caller, inner.scaled(timeout), None).await {
             Ok((leg, _)) => return DialOutcome::Answered(leg),
             Err(Stopped::Failed(cause)) => last = cause,
@@ -604,8 +627,11 @@ pub(crate) async fn run_bridge(
     let caller = a.channel().with_data(|d| d.profile.clone());
     let mut failure = "NO_ROUTE_DESTINATION".to_owned();
     let mut won = None;
-    for group in endpoints.split('|') {
-        let list: Vec<&str> = group.split(',').filter(|e| !e.trim().is_empty()).collect();
+    for group in split_endpoints(endpoints, '|') {
+        let list: Vec<&str> = split_endpoints(group, ',')
+            .into_iter()
+            .filter(|e| !e.trim().is_empty())
+            .collect();
         match ring_group(&inner, &list, &caller, inner.scaled(timeout), Some(a)).await {
             Ok(found) => {
                 won = Some(found);
@@ -822,4 +848,29 @@ enum Ended {
     Refer(String),
     /// The device's leg was transferred into this conference room.
     ToConference(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_split_outside_their_leg_variables() {
+        let dial = "[leg_timeout=10,origination_caller_id_number=41]sofia/gateway/did1/+1514,\
+                    [leg_timeout=10]user/1000@pbx|user/1001@pbx";
+        let groups = split_endpoints(dial, '|');
+        assert_eq!(groups.len(), 2);
+        let first = split_endpoints(groups[0], ',');
+        assert_eq!(
+            first,
+            [
+                "[leg_timeout=10,origination_caller_id_number=41]sofia/gateway/did1/+1514",
+                "[leg_timeout=10]user/1000@pbx"
+            ]
+        );
+        assert_eq!(
+            strip_leg_vars(first[0]),
+            ("sofia/gateway/did1/+1514", Some(10.0))
+        );
+    }
 }

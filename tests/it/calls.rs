@@ -235,6 +235,59 @@ async fn a_device_calls_out_through_the_did_of_the_destination_country_with_its_
     running.stop().await;
 }
 
+/// The desk does not answer; the person's cellphone, rung at the same time through a DID,
+/// does, and it is shown the caller's number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cellphone_outside_rings_with_the_desk_and_answers() {
+    const RULES: &str = r#"
+rule(#{
+    id: "desk_and_cell",
+    rule: #{ origin: "external" },
+    properties: #{ bridge_to: ["1000", "+15145550199"] },
+});
+"#;
+    const SCENARIO: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "no_answer"
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+    let running = Running::start_with_rules(SCENARIO, 10, RULES).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(5.0)))
+        .finished()
+        .await
+        .unwrap();
+    let bridge = summary
+        .apps
+        .iter()
+        .find(|(app, _, _)| app == "bridge")
+        .map(|(_, arg, _)| arg.clone())
+        .expect("a bridge");
+    assert!(bridge.contains("[leg_timeout=10]user/1000@"), "{bridge}");
+    assert!(
+        bridge.contains(
+            "[leg_timeout=10,origination_caller_id_number=41441234567]sofia/gateway/did1/+15145550199"
+        ),
+        "{bridge}"
+    );
+    assert!(voicemails(&summary).is_empty(), "{:?}", summary.apps);
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("Marie Dubois")
+        })
+        .await;
+    let line = without_recording_step(&journal_line(&running, "Marie Dubois"));
+    assert!(line.contains("answered on +1"), "{line}");
+    running.stop().await;
+}
+
 /// The person's rules for the load test: the caller ID name says how the call should go.
 /// "busy" is switched off: one person cannot take 200 calls at once, and with it every call
 /// after the first answered one would go straight to voicemail.
@@ -651,6 +704,77 @@ async fn the_desk_transfers_the_caller_with_the_transfer_code_and_the_other_phon
     assert!(event.contains("SUMMARY:Call with Marie Dubois"), "{event}");
     assert!(
         event.contains("Transferred: extension 1000 to extension 1001 (transfer code)"),
+        "{event}"
+    );
+    running.stop().await;
+}
+
+/// The desk answers and passes the caller on to a cellphone outside, with the transfer code.
+const TRANSFERRING_OUT: &str = r#"
+[[device]]
+extension = "1000"
+password = "pw1000"
+behaviour = "answer"
+answer_after = 1.0
+hangup_after = 20.0
+press = "*10015145550199#"
+press_after = 1.0
+
+[[gateway]]
+name = "did1"
+registrar = "ok"
+proxy = "sip.example.net:5060"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_transfers_the_caller_to_an_outside_number_through_a_did() {
+    let running = Running::start(TRANSFERRING_OUT, 10).await;
+    let summary = running
+        .sim
+        .place_call(call_from("+41441234567", "MARIE D", Some(8.0)))
+        .finished()
+        .await
+        .unwrap();
+    let bridges: Vec<&str> = summary
+        .apps
+        .iter()
+        .filter(|(app, _, _)| app == "bridge")
+        .map(|(_, arg, _)| arg.as_str())
+        .collect();
+    assert_eq!(bridges.len(), 2, "{:?}", summary.apps);
+    assert!(
+        bridges[1].contains("sofia/gateway/did1/+15145550199"),
+        "the second bridge calls the number through the DID's gateway: {bridges:?}"
+    );
+    // The cellphone is shown who is really calling, on that leg only.
+    assert!(
+        bridges[1].contains("[leg_timeout=10,origination_caller_id_number=41441234567]"),
+        "{bridges:?}"
+    );
+    assert!(!bridges[1].contains("user/"), "{bridges:?}");
+    assert!(
+        voicemails(&summary).is_empty(),
+        "no voicemail: {:?}",
+        summary.apps
+    );
+    running
+        .wait_until("the call's journal line", || {
+            running.journal_has("transferred the call to")
+        })
+        .await;
+    let line = without_recording_step(&journal_line(&running, "transferred the call to"));
+    assert!(
+        line.contains("answered on extension 1000; extension 1000 transferred the call to +1 514"),
+        "{line}"
+    );
+    running
+        .wait_until("the calendar entry", || {
+            !running.files("calendar").is_empty()
+        })
+        .await;
+    let event = unfolded_event(&running);
+    assert!(
+        event.contains("Transferred: extension 1000 to +1 514"),
         "{event}"
     );
     running.stop().await;

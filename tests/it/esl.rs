@@ -1298,6 +1298,7 @@ async fn bridge_through_the_simulator_reports_who_answered_or_why_nobody_did() {
                 let outcome = call
                     .bridge(&BridgeRequest {
                         endpoints,
+                        leg_variables: Vec::new(),
                         timeout: Duration::from_secs(5),
                         variables: vec![("ignore_early_media".to_owned(), "true".to_owned())],
                     })

@@ -207,13 +207,31 @@ impl Command<'_> {
 ///
 /// Dial-string syntax characters inside a value would change which phones ring, so endpoints
 /// and variables holding them are refused rather than escaped.
+/// `name=value` of a dial string's `{}` or `[]` group; nothing that could end the group or
+/// start another endpoint gets in.
+fn push_variable(dial: &mut String, name: &str, value: &str) -> Result<(), Error> {
+    const COMMAND: &str = "bridge";
+    word(COMMAND, "variable name", name)?;
+    line(COMMAND, "variable value", value)?;
+    if name.contains('=') || name.contains(DIAL_SYNTAX) || value.contains(DIAL_SYNTAX) {
+        return Err(Error::DialSyntax { field: "variable" });
+    }
+    dial.push_str(name);
+    dial.push('=');
+    dial.push_str(value);
+    Ok(())
+}
+
+/// Characters with a meaning in a dial string.
+const DIAL_SYNTAX: [char; 7] = [',', '|', '{', '}', '[', ']', '\''];
+
 pub fn bridge_dial_string(
     endpoints: &[String],
     leg_timeout_secs: u64,
     variables: &[(String, String)],
+    leg_variables: &[Vec<(String, String)>],
 ) -> Result<String, Error> {
     const COMMAND: &str = "bridge";
-    const SYNTAX: [char; 7] = [',', '|', '{', '}', '[', ']', '\''];
     if endpoints.is_empty() {
         return Err(Error::NotAWord {
             command: COMMAND,
@@ -224,29 +242,28 @@ pub fn bridge_dial_string(
     if !variables.is_empty() {
         dial.push('{');
         for (index, (name, value)) in variables.iter().enumerate() {
-            word(COMMAND, "variable name", name)?;
-            line(COMMAND, "variable value", value)?;
-            if name.contains('=') || name.contains(SYNTAX) || value.contains(SYNTAX) {
-                return Err(Error::DialSyntax { field: "variable" });
-            }
             if index > 0 {
                 dial.push(',');
             }
-            dial.push_str(name);
-            dial.push('=');
-            dial.push_str(value);
+            push_variable(&mut dial, name, value)?;
         }
         dial.push('}');
     }
     for (index, endpoint) in endpoints.iter().enumerate() {
         word(COMMAND, "endpoint", endpoint)?;
-        if endpoint.contains(SYNTAX) {
+        if endpoint.contains(DIAL_SYNTAX) {
             return Err(Error::DialSyntax { field: "endpoint" });
         }
         if index > 0 {
             dial.push(',');
         }
-        let _ = write!(dial, "[leg_timeout={leg_timeout_secs}]{endpoint}");
+        let _ = write!(dial, "[leg_timeout={leg_timeout_secs}");
+        for (name, value) in leg_variables.get(index).into_iter().flatten() {
+            dial.push(',');
+            push_variable(&mut dial, name, value)?;
+        }
+        dial.push(']');
+        dial.push_str(endpoint);
     }
     Ok(dial)
 }
@@ -420,13 +437,27 @@ mod tests {
             "user/1001@example.com".to_owned(),
         ];
         assert_eq!(
-            bridge_dial_string(&endpoints, 20, &[("ignore_early_media".into(), "true".into())])
+            bridge_dial_string(&endpoints, 20, &[("ignore_early_media".into(), "true".into())], &[])
                 .unwrap(),
             "{ignore_early_media=true}[leg_timeout=20]user/1000@example.com,[leg_timeout=20]user/1001@example.com"
         );
         let sneaky = vec!["user/1000@example.com,sofia/gateway/premium/1900".to_owned()];
-        assert!(bridge_dial_string(&sneaky, 20, &[]).is_err());
-        assert!(bridge_dial_string(&endpoints, 20, &[("a".into(), "b}c".into())]).is_err());
+        assert!(bridge_dial_string(&sneaky, 20, &[], &[]).is_err());
+        assert!(bridge_dial_string(&endpoints, 20, &[("a".into(), "b}c".into())], &[]).is_err());
+        // A leg's own variables go in its [] group, checked the same way.
+        let cell = vec![vec![(
+            "origination_caller_id_number".to_owned(),
+            "41441234567".to_owned(),
+        )]];
+        assert_eq!(
+            bridge_dial_string(&endpoints[..1], 20, &[], &cell).unwrap(),
+            format!(
+                "[leg_timeout=20,origination_caller_id_number=41441234567]{}",
+                endpoints[0]
+            )
+        );
+        let forged = vec![vec![("x".to_owned(), "1]sofia/gateway/evil/1".to_owned())]];
+        assert!(bridge_dial_string(&endpoints, 20, &[], &forged).is_err());
         assert_eq!(
             record_arg("/r/vm.wav", 5, Some((200, 2))).unwrap(),
             "/r/vm.wav 5 200 2"

@@ -810,6 +810,7 @@ impl CallControl for OutboundCall {
                 &request.endpoints,
                 request.timeout.as_secs().max(1),
                 &request.variables,
+                &request.leg_variables,
             )
             .map_err(|error| self.invalid(error))?;
             // Without these FreeSWITCH hangs the caller up when nobody answers or when the
