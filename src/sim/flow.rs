@@ -625,6 +625,19 @@ impl Leg {
         self.inner.emit(event);
     }
 
+    /// An app ended: its response becomes the channel's last one, then EXECUTE_COMPLETE.
+    fn complete(&self, app: &str, arg: &str, app_uuid: &str, response: &str) {
+        self.channel
+            .set_var("current_application_response", response);
+        self.execute_event(
+            "CHANNEL_EXECUTE_COMPLETE",
+            app,
+            arg,
+            app_uuid,
+            Some(response),
+        );
+    }
+
     /// Runs one dialplan app with its EXECUTE / EXECUTE_COMPLETE pair. An interruption
     /// (caller hangup, uuid_kill) hangs the channel up first, then completes the app.
     async fn execute(&mut self, app: &str, arg: &str, app_uuid: &str) -> Result<(), Interrupt> {
@@ -644,15 +657,7 @@ impl Leg {
             // The transfer is noted first; the app then ends normally and the channel leaves
             // for the dialplan again.
             self.mark_transfer(&destination);
-            self.channel
-                .set_var("current_application_response", &response);
-            self.execute_event(
-                "CHANNEL_EXECUTE_COMPLETE",
-                app,
-                arg,
-                app_uuid,
-                Some(&response),
-            );
+            self.complete(app, arg, app_uuid, &response);
             self.summary
                 .apps
                 .push((app.to_owned(), arg.to_owned(), response));
@@ -667,16 +672,11 @@ impl Leg {
                 .push((app.to_owned(), arg.to_owned(), response));
             return Err(Interrupt::CallerHangup);
         }
-        self.channel
-            .set_var("current_application_response", &response);
         if app != "hangup" || !self.channel.is_down() {
-            self.execute_event(
-                "CHANNEL_EXECUTE_COMPLETE",
-                app,
-                arg,
-                app_uuid,
-                Some(&response),
-            );
+            self.complete(app, arg, app_uuid, &response);
+        } else {
+            self.channel
+                .set_var("current_application_response", &response);
         }
         self.inner.log().push(Entry::Executed {
             unique_id: self.channel.uuid().to_owned(),

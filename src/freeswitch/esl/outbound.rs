@@ -429,7 +429,7 @@ impl OutboundCall {
     /// Write several commands in one go and wait for their replies, in order. FreeSWITCH
     /// reads a socket's commands one after another, so this saves a round trip per command
     /// on the way to a ringing phone.
-    async fn send_all(&self, wires: &[&str]) -> Result<Vec<Reply>, ControlError> {
+    async fn send_all<W: AsRef<str>>(&self, wires: &[W]) -> Result<Vec<Reply>, ControlError> {
         let mut waiting = Vec::with_capacity(wires.len());
         {
             let mut writer = self.writer.lock().await;
@@ -444,7 +444,8 @@ impl OutboundCall {
                     waiting.push(rx);
                 }
             }
-            if let Err(error) = writer.write_all(wires.concat().as_bytes()).await {
+            let joined: String = wires.iter().map(AsRef::as_ref).collect();
+            if let Err(error) = writer.write_all(joined.as_bytes()).await {
                 return Err(self.link_error(format!("cannot write: {error}")));
             }
         }
@@ -473,7 +474,6 @@ impl OutboundCall {
                     .map_err(|error| refused(command, error.to_string()))?,
             );
         }
-        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
         let replies = self
             .send_all(&wires)
             .await
@@ -492,13 +492,16 @@ impl OutboundCall {
         if let Some(cause) = &self.lock().hung_up {
             return Err(self.hung_up_error(cause.clone()));
         }
-        let mut wires = Vec::with_capacity(apps.len());
-        for (app, arg) in apps {
-            wires.push(self.execute_wire(app, Some(arg), &uuid::Uuid::new_v4().to_string())?);
-        }
-        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
+        let wires = self.queued_wires(apps)?;
         let replies = self.send_all(&wires).await?;
         self.check_replies(apps.iter().map(|(app, _)| *app), replies)
+    }
+
+    /// The sendmsg of each app, each with an Event-UUID of its own that nobody waits for.
+    fn queued_wires(&self, apps: &[(&str, &str)]) -> Result<Vec<String>, ControlError> {
+        apps.iter()
+            .map(|(app, arg)| self.execute_wire(app, Some(arg), &uuid::Uuid::new_v4().to_string()))
+            .collect()
     }
 
     fn execute_wire(
@@ -550,11 +553,7 @@ impl OutboundCall {
         app: &str,
         arg: Option<&str>,
     ) -> Result<WireEvent, ControlError> {
-        let mut wires = Vec::with_capacity(ahead.len() + 1);
-        for (ahead_app, ahead_arg) in ahead {
-            let event_uuid = uuid::Uuid::new_v4().to_string();
-            wires.push(self.execute_wire(ahead_app, Some(ahead_arg), &event_uuid)?);
-        }
+        let mut wires = self.queued_wires(ahead)?;
         let event_uuid = uuid::Uuid::new_v4().to_string();
         wires.push(self.execute_wire(app, arg, &event_uuid)?);
         let (tx, rx) = oneshot::channel();
@@ -565,7 +564,6 @@ impl OutboundCall {
             }
             state.executes.insert(event_uuid.clone(), tx);
         }
-        let wires: Vec<&str> = wires.iter().map(String::as_str).collect();
         let replies = match self.send_all(&wires).await {
             Ok(replies) => replies,
             Err(error) => {
